@@ -21,7 +21,11 @@ SHARED_ENV_VAR = "AUTOCOMPRESS_SHARED"
 DATA_ROOT_ENV_VAR = "AUTOCOMPRESS_DATA_ROOT"
 
 
-class ConfigError(ValueError):
+class AutocompressError(Exception):
+    """Base of every error a user can cause; the CLI prints its message without a traceback."""
+
+
+class ConfigError(AutocompressError, ValueError):
     """A configuration value is malformed; the message names the field and the fix."""
 
 

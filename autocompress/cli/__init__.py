@@ -1,0 +1,50 @@
+"""The command line: the only code that reads argv.
+
+Each subcommand lives in a module of this package with a `register(subparsers)` function that
+adds its parser and sets `func` (a callable taking the parsed namespace and returning an exit code).
+Handlers turn the namespace into config dataclasses at once; nothing deeper sees argparse.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from autocompress import __version__
+from autocompress.config import AutocompressError
+
+# Order is the order of `autocompress --help`.
+_MODULES = ("models_cmd", "train_cmd", "prune_cmd", "latency_cmd", "search_cmd")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="autocompress",
+        description="Learn per-layer channel pruning with RL against measured latency (AMC).",
+    )
+    parser.add_argument("--version", action="version", version=f"autocompress {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    import importlib
+
+    for name in _MODULES:
+        importlib.import_module(f"autocompress.cli.{name}").register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `autocompress` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except AutocompressError as exc:
+        print(f"autocompress {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"autocompress {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
