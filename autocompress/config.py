@@ -234,6 +234,8 @@ class ExperimentConfig:
     search: SearchConfig = field(default_factory=SearchConfig)
     ddpg: DDPGConfig = field(default_factory=DDPGConfig)
     dqn: DQNConfig = field(default_factory=DQNConfig)
+    pretrain: TrainConfig | None = None
+    """Train the network before the search when it has no weights (the quickstart); saved in the run folder."""
     finetune: TrainConfig | None = None
     """Fine-tune the pruned network after the search (omit to skip)."""
 

@@ -1,0 +1,81 @@
+"""Build a NetCompressEnv from an experiment config: model, data tensors and latency table.
+
+This is the one place in `envs` that reaches for the model zoo and the datasets, so that
+`gymnasium.make("autocompress/NetCompress-v0", config=...)` works from a YAML path.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from autocompress.config import ConfigError, ExperimentConfig, load_config
+
+
+def resolve_config(config: ExperimentConfig | str | os.PathLike[str] | dict[str, Any]) -> ExperimentConfig:
+    """An ExperimentConfig from a config object, a YAML path or a mapping."""
+    return config if isinstance(config, ExperimentConfig) else load_config(config)
+
+
+def build_env_data(cfg: ExperimentConfig, bundle: Any) -> Any:
+    """Preload the held-out images and, when needed, calibration images from the training split."""
+    from autocompress.data import take_tensors
+    from autocompress.envs.net_compress import EnvData
+
+    if len(bundle.val) == 0:
+        raise ConfigError("data.val_size is 0: the environment needs held-out validation images.")
+    val_x, val_y = take_tensors(bundle.val, cfg.env.val_images, seed=cfg.data.seed)
+    n_calib = cfg.env.bn_recalib_batches * cfg.env.bn_recalib_batch_size
+    if cfg.env.prune.reconstruct:
+        n_calib = max(n_calib, cfg.env.prune.reconstruct_samples)
+    calib_x = None
+    if n_calib > 0:
+        source = getattr(bundle, "train_eval", None) or bundle.train
+        calib_x, _ = take_tensors(source, n_calib, seed=cfg.data.seed + 1)
+    return EnvData(val_images=val_x, val_labels=val_y, calib_images=calib_x)
+
+
+def build_model(cfg: ExperimentConfig, bundle: Any) -> torch.nn.Module:
+    """The zoo model sized for the dataset (classes and input channels come from the data)."""
+    from autocompress.models import get_model
+
+    return get_model(
+        cfg.model.name,
+        num_classes=bundle.num_classes,
+        weights=cfg.model.weights,
+        in_channels=bundle.input_shape[0],
+    )
+
+
+def load_or_build_lut(cfg: ExperimentConfig, model: torch.nn.Module, example: torch.Tensor) -> Any | None:
+    """The latency look-up table the config needs (loaded from env.lut_path, else built and saved there)."""
+    env = cfg.env
+    if env.latency_mode != "lut" and env.budget_kind != "latency":
+        return None
+    from autocompress.measure.lut import LatencyLUT
+    from autocompress.pruning import Pruner
+
+    path = Path(env.lut_path) if env.lut_path else None
+    if path is not None and path.is_file():
+        return LatencyLUT.load(path)
+    specs = Pruner(model, example, env.prune).layer_specs
+    lut = LatencyLUT.build(specs, tuple(example.shape[1:]), env.latency)
+    if path is not None:
+        lut.save(path)
+    return lut
+
+
+def build_env(config: ExperimentConfig | str | os.PathLike[str] | dict[str, Any]) -> Any:
+    """Entry point of `autocompress/NetCompress-v0`: everything from one experiment config."""
+    from autocompress.data import load_data
+    from autocompress.envs.net_compress import NetCompressEnv
+
+    cfg = resolve_config(config)
+    bundle = load_data(cfg.data)
+    model = build_model(cfg, bundle)
+    data = build_env_data(cfg, bundle)
+    lut = load_or_build_lut(cfg, model, data.val_images[:1])
+    return NetCompressEnv(model, data, cfg.env, model_name=cfg.model.name, lut=lut)

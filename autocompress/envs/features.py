@@ -1,0 +1,75 @@
+"""The observation: AMC's per-layer features plus latency share and weight statistics, all in [0, 1].
+
+Static features are computed once per network and normalised by constants fixed at construction;
+dynamic ones (MACs removed so far, MACs still to decide, previous action, budget still to cut)
+are filled in at each step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+STATIC_NAMES = (
+    "index",
+    "kind",
+    "in_channels",
+    "out_channels",
+    "stride",
+    "kernel",
+    "macs_share",
+    "latency_share",
+    "internal",
+    "weight_l1",
+    "weight_l1_cv",
+)
+DYNAMIC_NAMES = ("macs_removed", "macs_to_decide", "prev_action", "budget_to_cut")
+FEATURE_NAMES = STATIC_NAMES + DYNAMIC_NAMES
+_KIND_CODES = {"conv": 0.0, "depthwise": 0.5, "linear": 1.0}
+
+
+def _channel_l1(module: nn.Module) -> torch.Tensor:
+    w = module.weight.detach()
+    return w.abs().reshape(w.shape[0], -1).mean(dim=1)
+
+
+def static_features(
+    groups: Sequence[object],
+    modules: Mapping[str, nn.Module],
+    latency_share: Sequence[float] | None = None,
+) -> np.ndarray:
+    """One row per group (network order): the features that do not change within an episode."""
+    n = len(groups)
+    rows = np.zeros((n, len(STATIC_NAMES)), dtype=np.float64)
+    for i, g in enumerate(groups):
+        l1 = _channel_l1(modules[g.name])
+        mean = float(l1.mean())
+        rows[i] = [
+            i / max(n - 1, 1),
+            _KIND_CODES.get(g.kind, 0.0),
+            g.in_channels,
+            g.channels,
+            g.stride,
+            g.kernel_size,
+            g.macs,
+            latency_share[i] if latency_share is not None else 0.0,
+            float(g.internal),
+            mean,
+            float(l1.std() / mean) if mean > 0 and len(l1) > 1 else 0.0,
+        ]
+    # Normalise each column by its maximum over the network (constants fixed here, once).
+    for col in (2, 3, 4, 5, 6, 7, 9):
+        top = rows[:, col].max()
+        if top > 0:
+            rows[:, col] /= top
+    rows[:, 10] = np.clip(rows[:, 10], 0.0, 1.0)
+    return rows.astype(np.float32)
+
+
+def observation(static_row: np.ndarray, dynamic: Sequence[float]) -> np.ndarray:
+    """The observation vector: the group's static row followed by the clipped dynamic features."""
+    dyn = np.clip(np.asarray(dynamic, dtype=np.float32), 0.0, 1.0)
+    return np.concatenate([static_row, dyn]).astype(np.float32)

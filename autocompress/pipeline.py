@@ -1,0 +1,163 @@
+"""The whole job of `autocompress search`: search, then apply the best schedule, fine-tune, test, save.
+
+`run_experiment` builds data, model and environment once from the config, runs the search
+(`autocompress.search.Search`) and hands the best policy to `finalize`, which prints and writes
+a baseline-vs-pruned summary.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from autocompress.atomic import atomic_torch_save, atomic_write_text
+from autocompress.config import AutocompressError, ExperimentConfig
+from autocompress.data import DataBundle, load_data, make_loader
+from autocompress.envs import NetCompressEnv
+from autocompress.envs.factory import build_env_data, build_model, load_or_build_lut
+from autocompress.export import export_onnx, export_torchscript, save_pruned
+from autocompress.measure.accuracy import evaluate
+from autocompress.measure.flops import count_macs_params
+from autocompress.measure.latency import LatencyMeter
+from autocompress.pruning import Schedule, recalibrate_bn
+from autocompress.search import BEST_SCHEDULE, Search, SearchResult
+from autocompress.train import train
+
+
+def with_overrides(cfg: ExperimentConfig, out_dir: str | None, episodes: int | None, seed: int | None) -> ExperimentConfig:
+    """The config with the command line's overrides applied."""
+    search = cfg.search
+    if out_dir is not None:
+        search = replace(search, out_dir=str(out_dir))
+    if episodes is not None:
+        search = replace(search, episodes=int(episodes))
+    if seed is not None:
+        search = replace(search, seed=int(seed))
+    return replace(cfg, search=search)
+
+
+def build(cfg: ExperimentConfig, progress: bool = True) -> tuple[NetCompressEnv, DataBundle]:
+    """Data, model and environment for one experiment (each built once)."""
+    bundle = load_data(cfg.data)
+    model = build_model(cfg, bundle)
+    if cfg.pretrain is not None and cfg.model.weights is None:
+        model = pretrained_baseline(cfg, model, bundle, progress)
+    data = build_env_data(cfg, bundle)
+    lut = load_or_build_lut(cfg, model, data.val_images[:1])
+    env = NetCompressEnv(model, data, cfg.env, model_name=cfg.model.name, lut=lut)
+    return env, bundle
+
+
+def pretrained_baseline(cfg: ExperimentConfig, model: nn.Module, bundle: DataBundle, progress: bool) -> nn.Module:
+    """Train the unpruned network once (config `pretrain`), keeping it in the run folder for resumes."""
+    path = Path(cfg.search.out_dir) / "baseline.pt"
+    if path.is_file():
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return model.eval()
+    _say(progress, f"training the baseline {cfg.model.name} on {cfg.data.name} for {cfg.pretrain.epochs} epoch(s)")
+    torch.manual_seed(cfg.search.seed)
+    train(model, bundle, cfg.pretrain, progress=progress)
+    atomic_torch_save(path, model.state_dict())
+    return model.eval()
+
+
+def run_experiment(cfg: ExperimentConfig, resume: bool = False, progress: bool = True, finalize_run: bool = True) -> dict[str, Any]:
+    """Search, then (unless told not to) apply, fine-tune, test and save. Returns the summary."""
+    env, bundle = build(cfg, progress)
+    _say(progress, f"{cfg.model.name}: {len(env.groups)} prunable groups, baseline val top-1 {env.baseline_top1:.2f}%")
+    search = Search(cfg, env, Path(cfg.search.out_dir), resume=resume)
+    result = search.run(progress=progress)
+    summary: dict[str, Any] = {"run_dir": str(result.run_dir), "episodes": result.episodes, "best": _plain_best(result)}
+    if finalize_run:
+        summary.update(finalize(cfg, env, bundle, result, progress=progress))
+    atomic_write_text(result.run_dir / "summary.json", json.dumps(summary, indent=2, default=float))
+    return summary
+
+
+def finalize(cfg: ExperimentConfig, env: NetCompressEnv, bundle: DataBundle, result: SearchResult, progress: bool = True) -> dict[str, Any]:
+    """Apply the best schedule to the network, fine-tune, evaluate on the test split, save, summarise."""
+    run_dir = result.run_dir
+    schedule = Schedule.load(run_dir / BEST_SCHEDULE)
+    pruned = env.pruner.prune(schedule.prune_ratios(), env.data.calib_images if cfg.env.prune.reconstruct else None)
+    if cfg.env.bn_recalib_batches > 0:
+        n = cfg.env.bn_recalib_batches * cfg.env.bn_recalib_batch_size
+        recalibrate_bn(pruned, env.data.calib_images[:n], cfg.env.bn_recalib_batch_size)
+    test_loader = make_loader(bundle.test, batch_size=cfg.data.batch_size)
+    before_ft = evaluate(pruned, test_loader).top1
+    if cfg.finetune is not None and cfg.finetune.epochs > 0:
+        _say(progress, f"fine-tuning the pruned network for {cfg.finetune.epochs} epoch(s)")
+        teacher = env.model if cfg.finetune.distill else None
+        train(pruned, bundle, cfg.finetune, teacher=teacher, out_dir=run_dir / "finetune", progress=progress)
+    pruned.eval()
+    base_eval = evaluate(env.model, test_loader)
+    pruned_eval = evaluate(pruned, test_loader)
+    example = env.data.val_images[:1]
+    base_macs, base_params = count_macs_params(env.model, example)
+    macs, params = count_macs_params(pruned, example)
+    latency = LatencyMeter(cfg.env.latency, env.input_shape).compare(env.model, pruned)
+    artefacts = _save_artefacts(cfg, run_dir, pruned, schedule, bundle, example)
+    summary = {
+        "baseline": {"top1": base_eval.top1, "macs": base_macs, "params": base_params, "latency_ms": latency.baseline_ms},
+        "pruned": {
+            "top1_before_finetune": before_ft,
+            "top1": pruned_eval.top1,
+            "macs": macs,
+            "params": params,
+            "latency_ms": latency.latency_ms,
+            "speedup": latency.speedup,
+            "speedup_spread": latency.spread,
+        },
+        "latency": {"runtime": cfg.env.latency.runtime, "threads": cfg.env.latency.threads,
+                    "batch_size": cfg.env.latency.batch_size, "device": cfg.env.latency.device},
+        "artefacts": artefacts,
+    }
+    if progress:
+        print(summary_table(summary), file=sys.stderr)
+    return summary
+
+
+def _save_artefacts(cfg: ExperimentConfig, run_dir: Path, pruned: nn.Module, schedule: Schedule, bundle: DataBundle, example) -> dict[str, str]:
+    out = {"schedule": str(run_dir / BEST_SCHEDULE)}
+    path = run_dir / "pruned_model.pt"
+    save_pruned(path, pruned, schedule, cfg.model.name, bundle.num_classes, bundle.input_shape[0], bundle.input_shape)
+    out["pruned_model"] = str(path)
+    out["torchscript"] = str(export_torchscript(pruned, run_dir / "pruned_model.ts", example))
+    try:
+        out["onnx"] = str(export_onnx(pruned, run_dir / "pruned_model.onnx", example))
+    except AutocompressError as exc:  # the onnx extra is optional
+        out["onnx"] = f"skipped: {exc}"
+    return out
+
+
+def summary_table(summary: dict[str, Any]) -> str:
+    """Baseline vs pruned, as a small text table."""
+    b, p = summary["baseline"], summary["pruned"]
+    rows = [
+        ("test top-1 (%)", f"{b['top1']:.2f}", f"{p['top1']:.2f}"),
+        ("  before fine-tune", "", f"{p['top1_before_finetune']:.2f}"),
+        ("MACs (M)", f"{b['macs'] / 1e6:.2f}", f"{p['macs'] / 1e6:.2f} ({p['macs'] / b['macs']:.3f}x)"),
+        ("params (K)", f"{b['params'] / 1e3:.1f}", f"{p['params'] / 1e3:.1f} ({p['params'] / b['params']:.3f}x)"),
+        ("latency (ms)", f"{b['latency_ms']:.3f}", f"{p['latency_ms']:.3f}"),
+        ("speedup", "1.00x", f"{p['speedup']:.2f}x (spread {p['speedup_spread']:.3f})"),
+    ]
+    lat = summary["latency"]
+    head = f"{'':<20}{'baseline':>14}{'pruned':>28}"
+    lines = [head, "-" * len(head)] + [f"{a:<20}{b_:>14}{c:>28}" for a, b_, c in rows]
+    lines.append(f"latency: {lat['runtime']}, {lat['threads']} thread(s), batch {lat['batch_size']}, {lat['device']}")
+    return "\n".join(lines)
+
+
+def _plain_best(result: SearchResult) -> dict[str, Any]:
+    keep = ("episode", "reward", "top1", "latency_ms", "speedup", "macs_ratio", "params_ratio", "schedule")
+    return {k: result.best.get(k) for k in keep}
+
+
+def _say(progress: bool, msg: str) -> None:
+    if progress:
+        print(msg, file=sys.stderr)

@@ -1,0 +1,226 @@
+"""The search loop: an agent plays NetCompressEnv episodes; the best policy is kept and exported.
+
+A run folder holds the resolved config, TensorBoard events, `history.jsonl`, `best_schedule.json`
+(rewritten whenever the best improves) and `checkpoint.pt` (agent with replay buffer and RNG
+states, episode counter, best so far, evaluation cache), written atomically every
+`search.checkpoint_every` episodes. `resume=True` continues from the checkpoint: in `flops` and
+`lut` modes the result equals that of an uninterrupted run with the same seed.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from autocompress.agents import DDPGAgent, DQNAgent, RandomAgent, UniformAgent
+from autocompress.atomic import atomic_torch_save, atomic_write_text
+from autocompress.config import AutocompressError, ExperimentConfig, dump_config, to_dict
+from autocompress.envs import DiscreteActions, NetCompressEnv
+from autocompress.pruning import Schedule
+from autocompress.runlog import RunLogger
+
+CHECKPOINT = "checkpoint.pt"
+BEST_SCHEDULE = "best_schedule.json"
+_RESUMABLE_CHANGES = ("episodes", "out_dir", "checkpoint_every")
+
+
+class SearchError(AutocompressError):
+    """A run folder or checkpoint that cannot be used; the message says what to do."""
+
+
+@dataclass
+class SearchResult:
+    """What a finished search leaves: the run folder and the best episode's record."""
+
+    run_dir: Path
+    episodes: int
+    best: dict[str, Any]
+    schedule_path: Path
+
+
+def machine_description() -> str:
+    """The machine a measurement was taken on, for schedules and reports."""
+    return f"{platform.machine()} {platform.system()} {os.cpu_count()} cores, torch {torch.__version__}"
+
+
+def uniform_action(env: NetCompressEnv) -> float:
+    """The action whose prune ratio, applied to every group, just meets the budget (bisection)."""
+    lo, hi = 0.0, 1.0
+    target = env.wall.target
+    if env._resource(dict.fromkeys(env.group_names, env.prune_ratio_of(0.0))) <= target:
+        return 0.0
+    for _ in range(30):
+        mid = 0.5 * (lo + hi)
+        if env._resource(dict.fromkeys(env.group_names, env.prune_ratio_of(mid))) <= target:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def make_agent(cfg: ExperimentConfig, env: NetCompressEnv) -> tuple[Any, gym.Env]:
+    """The configured agent and the env it acts on (DQN gets the discrete-action wrapper)."""
+    obs_dim = int(env.observation_space.shape[0])
+    seed = cfg.search.seed
+    kind = cfg.search.agent
+    if kind == "ddpg":
+        return DDPGAgent(obs_dim, env.action_space, cfg.ddpg, seed=seed), env
+    if kind == "dqn":
+        wrapped = DiscreteActions(env, bins=cfg.dqn.bins)
+        return DQNAgent(obs_dim, cfg.dqn.bins, cfg.dqn, seed=seed), wrapped
+    if kind == "random":
+        return RandomAgent(env.action_space, seed=seed), env
+    return UniformAgent(np.array([uniform_action(env)], dtype=np.float32)), env
+
+
+def _comparable(cfg: ExperimentConfig) -> dict[str, Any]:
+    data = to_dict(cfg)
+    for key in _RESUMABLE_CHANGES:
+        data["search"].pop(key, None)
+    return data
+
+
+def _best_schedule(env: NetCompressEnv, cfg: ExperimentConfig, record: dict[str, Any]) -> Schedule:
+    metrics = {
+        "top1": record["top1"],
+        "baseline_top1": record["baseline_top1"],
+        "latency_ms": record["latency_ms"],
+        "baseline_latency_ms": record["baseline_latency_ms"],
+        "speedup": record["speedup"],
+        "macs": record["macs"],
+        "params": record["params"],
+        "macs_ratio": record["macs_ratio"],
+        "params_ratio": record["params_ratio"],
+        "runtime": cfg.env.latency.runtime if cfg.env.latency_mode != "flops" else None,
+        "latency_mode": cfg.env.latency_mode,
+        "machine": machine_description(),
+        "episode": record["episode"],
+        "split": "val",
+    }
+    budget = {"kind": cfg.env.budget_kind, "fraction": cfg.env.budget}
+    return Schedule.from_pruner(env.pruner, record["schedule"], cfg.model.name, budget=budget, metrics=metrics)
+
+
+class Search:
+    """One search run over a run folder (new or resumed)."""
+
+    def __init__(self, cfg: ExperimentConfig, env: NetCompressEnv, run_dir: Path, resume: bool = False):
+        self.cfg = cfg
+        self.env = env
+        self.run_dir = Path(run_dir)
+        self.agent, self.act_env = make_agent(cfg, env)
+        self.episode = 0
+        self.best: dict[str, Any] | None = None
+        if cfg.search.agent == "uniform":
+            # One deterministic policy: a single evaluated episode is its whole search.
+            self.cfg = replace(cfg, search=replace(cfg.search, episodes=1))
+        self._prepare_run_dir(resume)
+
+    # ----------------------------------------------------------------- run folder
+    def _prepare_run_dir(self, resume: bool) -> None:
+        ckpt = self.run_dir / CHECKPOINT
+        if resume:
+            if not ckpt.is_file():
+                raise SearchError(f"--resume: no {CHECKPOINT} in {self.run_dir}; start a new search without --resume.")
+            self._load_checkpoint(ckpt)
+        elif ckpt.exists():
+            raise SearchError(
+                f"{self.run_dir} already holds a search; pass --resume to continue it or --out a new folder."
+            )
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.run_dir / "config.yaml", dump_config(self.cfg))
+
+    def _load_checkpoint(self, path: Path) -> None:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:  # a truncated or foreign file
+            raise SearchError(f"checkpoint {path} is unreadable ({type(exc).__name__}); start a new run.") from None
+        if not isinstance(state, dict) or state.get("format") != "autocompress.checkpoint":
+            raise SearchError(f"{path} is not an autocompress search checkpoint.")
+        if state["config"] != _comparable(self.cfg):
+            raise SearchError(
+                f"{self.run_dir} was made with a different config; resume with the same config "
+                f"(only {', '.join('search.' + k for k in _RESUMABLE_CHANGES)} may change) or use a new --out."
+            )
+        self.agent.load_state_dict(state["agent"])
+        self.episode = int(state["episode"])
+        self.best = state["best"]
+        self.env._cache.update(state["env_cache"])
+
+    def _save_checkpoint(self) -> None:
+        state = {
+            "format": "autocompress.checkpoint",
+            "version": 1,
+            "episode": self.episode,
+            "agent": self.agent.state_dict(),
+            "best": self.best,
+            "env_cache": self.env._cache,
+            "config": _comparable(self.cfg),
+        }
+        atomic_torch_save(self.run_dir / CHECKPOINT, state)
+
+    # ----------------------------------------------------------------- the loop
+    def _play_episode(self) -> dict[str, Any]:
+        obs, _ = self.act_env.reset(seed=self.cfg.search.seed * 1_000_003 + self.episode)
+        while True:
+            action = self.agent.act(obs, explore=True)
+            next_obs, reward, terminated, truncated, info = self.act_env.step(action)
+            self.agent.observe(obs, action, float(reward), next_obs, bool(terminated))
+            obs = next_obs
+            if terminated or truncated:
+                return {"episode": self.episode, "reward": float(reward), **info}
+
+    def run(self, progress: bool = True, stop_after: int | None = None) -> SearchResult:
+        """Play episodes until `search.episodes` (or `stop_after` more, for tests of resume)."""
+        total = self.cfg.search.episodes
+        end = total if stop_after is None else min(total, self.episode + stop_after)
+        log = RunLogger(self.run_dir, start_episode=self.episode)
+        if self.episode == 0:
+            log.config(dump_config(self.cfg))
+        bar = tqdm(total=total, initial=self.episode, desc=f"search[{self.cfg.search.agent}]",
+                   file=sys.stderr, disable=not progress, dynamic_ncols=True)
+        try:
+            while self.episode < end:
+                record = self._play_episode()
+                metrics = self.agent.update()
+                improved = self.best is None or record["reward"] > self.best["reward"]
+                if improved:
+                    self.best = {k: v for k, v in record.items() if k not in ("group", "prune_ratio")}
+                    _best_schedule(self.env, self.cfg, self.best).save(self.run_dir / BEST_SCHEDULE)
+                log.episode(self.episode, _loggable(record), metrics, self.best)
+                if improved:
+                    names = self.env.group_names
+                    log.best_policy(self.episode, names, [self.best["schedule"][n] for n in names],
+                                    f"best policy, episode {self.episode}: top-1 {self.best['top1']:.2f}%")
+                self.episode += 1
+                bar.update(1)
+                bar.set_postfix(_postfix(self.best), refresh=False)
+                if self.episode % self.cfg.search.checkpoint_every == 0 or self.episode == end:
+                    self._save_checkpoint()
+        finally:
+            bar.close()
+            log.close()
+        return SearchResult(self.run_dir, self.episode, self.best or {}, self.run_dir / BEST_SCHEDULE)
+
+
+def _loggable(record: dict[str, Any]) -> dict[str, Any]:
+    keep = ("reward", "top1", "latency_ms", "speedup", "macs_ratio", "params_ratio", "cached", "timing", "schedule")
+    return {k: record.get(k) for k in keep}
+
+
+def _postfix(best: dict[str, Any] | None) -> dict[str, str]:
+    if not best:
+        return {}
+    out = {"best_reward": f"{best['reward']:.4f}", "top1": f"{best['top1']:.2f}", "macs": f"{best['macs_ratio']:.3f}"}
+    if best.get("speedup"):
+        out["speedup"] = f"{best['speedup']:.2f}x"
+    return out
