@@ -1,0 +1,138 @@
+"""Training and fine-tuning: SGD with momentum, cosine learning rate per step, label smoothing,
+optional knowledge distillation from a teacher, AMP on CUDA, and an atomic checkpoint each epoch."""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from autocompress.config import AutocompressError, TrainConfig
+from autocompress.data import DataBundle, make_loader
+from autocompress.measure.accuracy import evaluate, resolve_device
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+class TrainError(AutocompressError, RuntimeError):
+    """Training cannot go on (e.g. the loss diverged); the message says what to change."""
+
+
+def save_atomic(obj: Any, path: str | Path) -> Path:
+    """torch.save to a temp file in the same folder, then os.replace: a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Hinton et al.: KL(teacher || student) at temperature T, scaled by T^2 to keep gradient size."""
+    t = temperature
+    log_p = F.log_softmax(student_logits.float() / t, dim=1)
+    q = F.log_softmax(teacher_logits.float() / t, dim=1)
+    return F.kl_div(log_p, q, reduction="batchmean", log_target=True) * (t * t)
+
+
+def _cosine(total_steps: int) -> Any:
+    return lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
+
+
+def train(
+    model: nn.Module,
+    bundle: DataBundle,
+    cfg: TrainConfig,
+    teacher: nn.Module | None = None,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+) -> list[dict[str, float]]:
+    """Train `model` in place on bundle.train; evaluate on bundle.val after each epoch.
+
+    Returns one dict per epoch (epoch, lr, train_loss, train_top1, val_top1, val_top5, val_loss, seconds).
+    With `out_dir`, `checkpoint.pt` (model, optimizer, scheduler, epoch, history) is rewritten atomically
+    each epoch; its 'model' entry loads with `get_model(..., weights=path)`.
+    """
+    device = resolve_device(cfg.device)
+    model.to(device)
+    distill = teacher is not None and cfg.distill
+    if distill:
+        assert teacher is not None
+        teacher.to(device).eval()
+    loader = make_loader(bundle.train, bundle.batch_size, shuffle=True, num_workers=bundle.num_workers)
+    steps = len(loader) if cfg.max_batches is None else min(len(loader), cfg.max_batches)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _cosine(cfg.epochs * steps))
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    history: list[dict[str, float]] = []
+    for epoch in range(1, cfg.epochs + 1):
+        start = time.perf_counter()
+        model.train()
+        loss_sum, correct, seen = 0.0, 0, 0
+        bar = tqdm(total=steps, desc=f"epoch {epoch}/{cfg.epochs}", file=sys.stderr, disable=not progress,
+                   leave=False, dynamic_ncols=True)
+        for i, (x, y) in enumerate(loader):
+            if i >= steps:
+                break
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+                logits = model(x)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+                if distill:
+                    assert teacher is not None
+                    with torch.no_grad():
+                        t_logits = teacher(x)
+                    kd = distillation_loss(logits, t_logits, cfg.distill_temperature)
+                    loss = (1.0 - cfg.distill_alpha) * loss + cfg.distill_alpha * kd
+            if not torch.isfinite(loss):
+                bar.close()
+                raise TrainError(f"the loss became {loss.item()} in epoch {epoch}, batch {i}; lower the learning "
+                                 f"rate (now {cfg.lr}) or check the weights and data.")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            loss_sum += loss.item() * y.shape[0]
+            correct += int((logits.argmax(1) == y).sum())
+            seen += int(y.shape[0])
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", top1=f"{100.0 * correct / seen:.1f}")
+        bar.close()
+        record: dict[str, float] = {
+            "epoch": epoch,
+            "lr": optimizer.param_groups[0]["lr"],
+            "train_loss": loss_sum / max(seen, 1),
+            "train_top1": 100.0 * correct / max(seen, 1),
+        }
+        if len(bundle.val) > 0:  # type: ignore[arg-type]
+            val_loader = make_loader(bundle.val, bundle.batch_size, num_workers=bundle.num_workers)
+            res = evaluate(model, val_loader, device, max_batches=cfg.max_batches)
+            record.update(val_top1=res.top1, val_top5=res.top5, val_loss=res.loss)
+        record["seconds"] = time.perf_counter() - start
+        history.append(record)
+        if progress:
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k != "epoch")
+            print(f"epoch {epoch}/{cfg.epochs}: {shown}", file=sys.stderr)
+        if out_dir is not None:
+            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "epoch": epoch, "history": history}
+            save_atomic(state, Path(out_dir) / CHECKPOINT_NAME)
+    return history

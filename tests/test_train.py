@@ -1,0 +1,86 @@
+"""Training: loss falls on real (digits) data, checkpoints load back, distillation pulls towards the teacher."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from autocompress.config import DataConfig, TrainConfig
+from autocompress.data import load_data, take_tensors
+from autocompress.measure.accuracy import evaluate_tensors
+from autocompress.models import get_model
+from autocompress.train import CHECKPOINT_NAME, TrainError, distillation_loss, save_atomic, train
+
+
+@pytest.fixture(scope="module")
+def digits():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return load_data(DataConfig(name="digits", val_size=200, batch_size=64))
+
+
+def test_loss_falls_and_checkpoint_loads(digits, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = get_model("tiny_cnn", in_channels=1)
+    cfg = TrainConfig(epochs=5, lr=0.2, max_batches=15, label_smoothing=0.05)
+    history = train(model, digits, cfg, out_dir=tmp_path, progress=False)
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert history[-1]["val_top1"] > 70.0  # chance is 10%
+    assert history[-1]["lr"] < 1e-6 * cfg.lr + 1e-9  # cosine reaches zero at the end
+    ckpt = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
+    assert ckpt["epoch"] == 5 and "optimizer" in ckpt
+    reloaded = get_model("tiny_cnn", in_channels=1, weights=tmp_path / CHECKPOINT_NAME)
+    x, y = take_tensors(digits.test, 100)
+    assert evaluate_tensors(reloaded, x, y).top1 == pytest.approx(evaluate_tensors(model, x, y).top1)
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_frozen_shortcut_stays_fixed() -> None:
+    bundle = load_data(DataConfig(name="digits", val_size=0, batch_size=32))
+    model = get_model("cifar10_resnet20", in_channels=1)
+    fixed = {n: p.clone() for n, p in model.named_parameters() if not p.requires_grad}
+    assert fixed
+    train(model, bundle, TrainConfig(epochs=1, max_batches=2), progress=False)
+    for n, p in model.named_parameters():
+        if n in fixed:
+            assert torch.equal(p, fixed[n]), n
+
+
+def test_distillation_pulls_student_to_teacher(digits) -> None:
+    torch.manual_seed(1)
+    teacher = get_model("tiny_cnn", in_channels=1).eval()
+    student = get_model("tiny_cnn", in_channels=1)
+    x, _ = take_tensors(digits.val, 200)
+
+    def gap() -> float:
+        student.eval()
+        with torch.no_grad():
+            return distillation_loss(student(x), teacher(x), 4.0).item()
+
+    before = gap()
+    cfg = TrainConfig(epochs=2, lr=0.05, distill=True, distill_alpha=1.0, max_batches=10)
+    train(student, digits, cfg, teacher=teacher, progress=False)
+    assert gap() < 0.5 * before
+
+
+def test_distillation_loss_zero_for_equal_logits() -> None:
+    z = torch.randn(4, 10)
+    assert distillation_loss(z, z, 4.0).item() == pytest.approx(0.0, abs=1e-6)
+    assert distillation_loss(z, -z, 4.0).item() > 0
+
+
+def test_divergence_is_a_clear_error(digits) -> None:
+    model = get_model("tiny_cnn", in_channels=1)
+    with torch.no_grad():
+        model.fc.weight.fill_(float("nan"))
+    with pytest.raises(TrainError, match="learning rate"):
+        train(model, digits, TrainConfig(epochs=1, max_batches=2), progress=False)
+
+
+def test_save_atomic(tmp_path: Path) -> None:
+    path = save_atomic({"a": torch.ones(2)}, tmp_path / "sub" / "x.pth")
+    assert torch.equal(torch.load(path, weights_only=True)["a"], torch.ones(2))
