@@ -1,9 +1,194 @@
-"""CLI commands (placeholder until its owner adds them)."""
+"""`autocompress latency` (time a model, or a pruned model against its unpruned original) and
+`autocompress lut build` (per-layer latency look-up table)."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+from autocompress.config import AutocompressError, LatencyConfig, PruneConfig, validate
+
+RUNTIME_CHOICES = ("torch", "onnxruntime", "compile")
+
+
+def parse_shape(text: str) -> tuple[int, int, int]:
+    """'3,32,32' -> (3, 32, 32)."""
+    try:
+        shape = tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"expected C,H,W as three positive integers (e.g. 3,32,32), got {text!r}")
+    return shape  # type: ignore[return-value]
+
+
+def _add_timing_args(p: argparse.ArgumentParser, rounds: int) -> None:
+    p.add_argument("--runtime", choices=RUNTIME_CHOICES, default="torch",
+                   help="torch (eager), onnxruntime (needs the onnx extra), compile (torch.compile: seconds to start)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (CUDA-event timing)")
+    p.add_argument("--batch", type=int, default=1, help="images per timed call")
+    p.add_argument("--threads", type=int, default=1,
+                   help="intra-op threads (1 is the least noisy on a shared machine)")
+    p.add_argument("--rounds", type=int, default=rounds, help="timed calls (pairs when comparing)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed calls first")  # fmt: skip
+
+
+def _add_model_args(p: argparse.ArgumentParser, model_required: bool) -> None:
+    p.add_argument("--model", required=model_required, help="zoo name (`autocompress models`) or tv:<name>")
+    p.add_argument("--weights", default=None, help="state-dict file (latency does not depend on it)")
+    p.add_argument("--input-shape", type=parse_shape, default=(3, 32, 32), metavar="C,H,W",
+                   help="one input image's shape (default 3,32,32)")  # fmt: skip
+    p.add_argument("--num-classes", type=int, default=10, help="classifier outputs")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add this module's subcommands to `sub`."""
+    """Add `latency` and `lut` to the CLI."""
+    p = sub.add_parser(
+        "latency",
+        help="time a model; with --pruned, a pruned model against its unpruned original (alternating)",
+        description="Time a model. With --pruned, the pruned model and the unpruned one are timed in "
+        "alternation and the speedup is the median per-pair ratio (stable on a busy machine; absolute "
+        "milliseconds drift).",
+    )
+    _add_model_args(p, model_required=False)
+    p.add_argument("--pruned", default=None, help="a pruned model saved by autocompress (load_pruned)")
+    _add_timing_args(p, rounds=20)
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.set_defaults(func=run_latency)
+
+    lut = sub.add_parser("lut", help="per-layer latency look-up table")
+    lsub = lut.add_subparsers(dest="lut_command", metavar="ACTION", required=True)
+    b = lsub.add_parser("build", help="time every conv/linear layer over a grid of channel counts",
+                        description="Build a latency look-up table for a model (same runtime/threads/batch "
+                        "as it will be used with) and save it as JSON.")  # fmt: skip
+    _add_model_args(b, model_required=True)
+    b.add_argument("--out", required=True, help="where to write the table (JSON)")
+    b.add_argument("--choices", type=int, default=8, help="kept-channel counts timed per group")
+    b.add_argument("--scope", choices=("all", "internal"), default="all", help="which groups can be pruned")
+    _add_timing_args(b, rounds=20)
+    b.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    b.set_defaults(func=run_lut_build)
+
+
+def _latency_config(args: argparse.Namespace) -> LatencyConfig:
+    cfg = LatencyConfig(runtime=args.runtime, device=args.device, threads=args.threads, batch_size=args.batch,
+                        warmup=args.warmup, rounds=args.rounds)  # fmt: skip
+    validate(cfg, "latency")
+    return cfg
+
+
+def _build_model(name: str, args: argparse.Namespace, weights: str | None) -> nn.Module:
+    from autocompress.models import get_model
+
+    return get_model(name, num_classes=args.num_classes, weights=weights, in_channels=args.input_shape[0])
+
+
+def _schedule_model_name(schedule: Any) -> str | None:
+    """The unpruned model's zoo name recorded in a schedule (field names tolerated: model_name / model.name)."""
+    for attr in ("model_name", "model"):
+        value = getattr(schedule, attr, None)
+        if isinstance(value, str):
+            return value
+        if isinstance(value, dict) and isinstance(value.get("name"), str):
+            return value["name"]
+        if value is not None and isinstance(getattr(value, "name", None), str):
+            return value.name
+    return None
+
+
+def _load_models(args: argparse.Namespace) -> tuple[nn.Module, nn.Module | None, str]:
+    """(unpruned model, pruned model or None, model name)."""
+    pruned = None
+    name = args.model
+    if args.pruned is not None:
+        from autocompress.export import load_pruned
+
+        pruned, schedule = load_pruned(args.pruned)
+        recorded = _schedule_model_name(schedule)
+        if name is None:
+            name = recorded
+        elif recorded is not None and recorded != name:
+            raise AutocompressError(
+                f"--model {name!r} does not match the model {recorded!r} that {args.pruned} was pruned from; "
+                "drop --model or pass the right one."
+            )
+    if name is None:
+        raise AutocompressError("give --model NAME (or --pruned FILE, which records the model name).")
+    base = _build_model(name, args, args.weights)
+    return base, pruned, name
+
+
+def _macs(model: nn.Module, shape: tuple[int, int, int]) -> int:
+    from autocompress.measure.flops import count_macs_params
+
+    return count_macs_params(model, torch.zeros(1, *shape))[0]
+
+
+def run_latency(args: argparse.Namespace) -> int:
+    """Handler of `autocompress latency`."""
+    from autocompress.measure.latency import LatencyMeter
+
+    cfg = _latency_config(args)
+    base, pruned, name = _load_models(args)
+    meter = LatencyMeter(cfg, args.input_shape)
+    print(f"timing {name} ({cfg.runtime}, {cfg.threads} thread(s), batch {cfg.batch_size})...", file=sys.stderr)
+    result: dict[str, Any] = {"model": name}
+    if pruned is None:
+        stats = meter.measure(base)
+        result.update(latency_ms=stats.median_ms, baseline_ms=stats.median_ms, speedup=1.0, spread=None,
+                      p10_ms=stats.p10_ms, p90_ms=stats.p90_ms, cv=stats.cv, n=stats.n, macs_ratio=1.0)  # fmt: skip
+    else:
+        cmp = meter.compare(base, pruned)
+        macs_ratio = _macs(pruned, args.input_shape) / max(_macs(base, args.input_shape), 1)
+        result.update(latency_ms=cmp.latency_ms, baseline_ms=cmp.baseline_ms, speedup=cmp.speedup,
+                      spread=cmp.spread, n=cmp.n, macs_ratio=macs_ratio)  # fmt: skip
+    result.update(runtime=cfg.runtime, device=cfg.device, threads=cfg.threads, batch=cfg.batch_size)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for k, v in result.items():
+            print(f"{k:12s} {v:.4g}" if isinstance(v, float) else f"{k:12s} {v}")
+    return 0
+
+
+def run_lut_build(args: argparse.Namespace) -> int:
+    """Handler of `autocompress lut build`."""
+    from autocompress.measure.lut import LatencyLUT
+    from autocompress.pruning import Pruner
+
+    cfg = _latency_config(args)
+    if args.choices < 1:
+        raise AutocompressError(f"--choices must be >= 1, got {args.choices}.")
+    model = _build_model(args.model, args, args.weights).eval()
+    example = torch.zeros(1, *args.input_shape)
+    specs = Pruner(model, example, PruneConfig(scope=args.scope)).layer_specs
+    t0 = time.perf_counter()
+    lut = LatencyLUT.build(specs, args.input_shape, cfg, model=model, model_name=args.model,
+                           n_choices=args.choices, progress=True)  # fmt: skip
+    path = lut.save(args.out)
+    layers = lut.data["layers"]
+    result = {
+        "out": str(path),
+        "model": args.model,
+        "build_s": round(time.perf_counter() - t0, 2),
+        "layers": len(layers),
+        "groups": len(lut.groups),
+        "grid_points": sum(len(e["in_choices"]) * len(e["out_choices"]) for e in layers),
+        "model_ms": lut.data["calibration"]["model_ms"],
+        "const_ms": lut.const_ms,
+        "runtime": cfg.runtime,
+        "threads": cfg.threads,
+        "batch": cfg.batch_size,
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for k, v in result.items():
+            print(f"{k:12s} {v}")
+    return 0

@@ -368,6 +368,17 @@ class LatencyLUT:
         self._check_kept(kept)
         return {layer.name: layer.predict(kept) for layer in self._layers}
 
+    def group_ms(self, kept: Mapping[str, int]) -> dict[str, float]:
+        """Predicted latency (ms) per prune group: each layer counts for the group of its output channels
+        (its input group when its outputs are fixed, e.g. the classifier); the constant is not included."""
+        self._check_kept(kept)
+        out: dict[str, float] = dict.fromkeys(self.groups, 0.0)
+        for layer in self._layers:
+            owner = layer.out_group if layer.out_group is not None else layer.in_group
+            if owner is not None:
+                out[owner] += layer.predict(kept)
+        return out
+
     def predict_ms(self, kept: Mapping[str, int]) -> float:
         """Predicted latency (ms per call of `batch_size` images) with `kept` output channels per group."""
         self._check_kept(kept)
