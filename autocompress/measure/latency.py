@@ -319,20 +319,7 @@ class LatencyMeter:
         preemption) rather than the ratio of medians, which would pair times taken at different moments.
         Swapping the order (baseline first, then candidate first) cancels any first-in-pair advantage.
         """
-        pb, pc = self.prepare(baseline), self.prepare(candidate)
-        tb: list[float] = []
-        tc: list[float] = []
-        with self._timing([pb, pc]):
-            for _ in range(self.cfg.warmup):
-                pb.runner()
-                pc.runner()
-            for i in range(self.cfg.rounds):
-                if i % 2 == 0:
-                    tb.append(self._time_call(pb.runner))
-                    tc.append(self._time_call(pc.runner))
-                else:
-                    tc.append(self._time_call(pc.runner))
-                    tb.append(self._time_call(pb.runner))
+        tb, tc = time_round_robin([(self, baseline), (self, candidate)])
         ratios = np.asarray(tb) / np.maximum(np.asarray(tc), 1e-9)
         speedup = float(np.median(ratios))
         iqr = _percentile(ratios, 75) - _percentile(ratios, 25)
@@ -343,3 +330,31 @@ class LatencyMeter:
             spread=float(iqr / speedup) if speedup > 0 else 0.0,
             n=len(ratios),
         )
+
+
+def time_round_robin(items: Sequence[tuple[LatencyMeter, nn.Module]], rounds: int | None = None) -> list[list[float]]:
+    """Per-call latencies (ms) of several models timed in turn, one call each per round.
+
+    Each model is timed by its own meter (so inputs may differ in shape; the meters must share runtime,
+    device and thread count). The order is reversed every other round, so no model always runs first.
+    Rounds default to the first meter's `cfg.rounds`; `cfg.warmup` untimed calls of each come first.
+    """
+    if not items:
+        return []
+    lead = items[0][0]
+    for meter, _ in items[1:]:
+        a, b = meter.cfg, lead.cfg
+        if (a.runtime, a.device, a.threads) != (b.runtime, b.device, b.threads):
+            raise LatencyError("models timed together need meters with the same runtime, device and threads.")
+    prepared = [meter.prepare(model) for meter, model in items]
+    rounds = lead.cfg.rounds if rounds is None else rounds
+    times: list[list[float]] = [[] for _ in items]
+    order = list(range(len(items)))
+    with lead._timing(prepared):
+        for _ in range(lead.cfg.warmup):
+            for p in prepared:
+                p.runner()
+        for r in range(rounds):
+            for k in order if r % 2 == 0 else reversed(order):
+                times[k].append(lead._time_call(prepared[k].runner))
+    return times

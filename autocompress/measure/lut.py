@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from autocompress.config import AutocompressError, LatencyConfig, to_dict
-from autocompress.measure.latency import LatencyMeter, check_input_shape, torch_threads
+from autocompress.measure.latency import LatencyMeter, check_input_shape, time_round_robin, torch_threads
 
 LUT_FORMAT = "autocompress.latency_lut"
 LUT_VERSION = 1
@@ -112,8 +112,12 @@ def _padding(in_size: int, out_size: int, k: int, s: int) -> int:
     return k // 2
 
 
-def _block_flags(specs: Sequence[Any], i: int) -> tuple[bool, bool]:
-    """Whether conv i is followed by its BatchNorm and then an activation (same channels, same group)."""
+def _block_flags(specs: Sequence[Any], i: int, functional_acts: bool) -> tuple[bool, bool]:
+    """Whether conv i is followed by its BatchNorm and then an activation (same channel count).
+
+    Activations called as functions (F.relu, as in the CIFAR ResNets) leave no spec; when a network has
+    no activation module at all, a conv followed by BN is assumed to be followed by an activation too.
+    """
     s = specs[i]
     bn = act = False
     j = i + 1
@@ -121,7 +125,7 @@ def _block_flags(specs: Sequence[Any], i: int) -> tuple[bool, bool]:
         bn, j = True, j + 1
     if j < len(specs) and specs[j].kind == "act" and specs[j].out_channels == s.out_channels:
         act = True
-    return bn, act
+    return bn, act or (bn and functional_acts)
 
 
 def _round_to_groups(choices: Iterable[int], g: int, full: int) -> list[int]:
@@ -286,6 +290,7 @@ class LatencyLUT:
         specs: Sequence[Any], sizes: Mapping[str, int], grids: Mapping[str, list[int]]
     ) -> list[dict[str, Any]]:
         entries = []
+        functional_acts = not any(s.kind == "act" for s in specs)
         for i, s in enumerate(specs):
             if s.kind not in TIMED_KINDS:
                 continue
@@ -299,7 +304,7 @@ class LatencyLUT:
                     g = s.conv_groups
                     in_choices = _round_to_groups(in_choices, g, s.in_channels)
                     out_choices = _round_to_groups(out_choices, g, s.out_channels)
-            bn, act = _block_flags(specs, i) if s.kind == "conv" else (False, False)
+            bn, act = _block_flags(specs, i, functional_acts) if s.kind == "conv" else (False, False)
             entries.append(
                 {
                     "name": s.name, "kind": s.kind, "in_group": None if tied else s.in_group,
@@ -339,15 +344,43 @@ class LatencyLUT:
             e["ms"] = unique[_shape_key(e)]
 
     # ---- calibration and queries ---------------------------------------------------------------------------
-    def calibrate(self, model: nn.Module) -> float:
-        """Set the constant to the unpruned model's measured latency minus the summed layer latencies."""
+    def calibrate(self, model: nn.Module, rounds: int | None = None) -> float:
+        """Set the constant for the untimed rest of the network (activations, additions, pooling, overhead).
+
+        The unpruned model and the full-width layer modules are timed in round-robin (so both see the same
+        machine load), giving the ratio r = model / sum(layers) per round; the constant is
+        (median(r) - 1) * the table's full-width layer sum. Expressed relative to the table, it stays
+        consistent with the table's timings even if the machine's speed has drifted since they were taken.
+        """
         cfg = self.latency_config
-        stats = LatencyMeter(cfg, tuple(self.data["input_shape"])).measure(model)
-        layers_ms = sum(layer.predict({}) for layer in self._layers)
-        self.const_ms = stats.median_ms - layers_ms
-        self.data["const_ms"] = round(self.const_ms, 6)
-        self.data["calibration"] = {"model_ms": round(stats.median_ms, 6), "layers_ms": round(layers_ms, 6),
-                                    "cv": round(stats.cv, 4)}  # fmt: skip
+        rounds = max(cfg.rounds, 20) if rounds is None else rounds
+        items: list[tuple[LatencyMeter, nn.Module]] = [(LatencyMeter(cfg, tuple(self.data["input_shape"])), model)]
+        counts: list[int] = []
+        index: dict[str, int] = {}
+        for e in self.data["layers"]:
+            key = _shape_key(e)
+            if key not in index:
+                module, shape = _build_module(e, e["in_choices"][-1] if not e["tied"] else e["out_choices"][-1],
+                                              e["out_choices"][-1])  # fmt: skip
+                index[key] = len(items)
+                items.append((LatencyMeter(cfg, shape), module))
+                counts.append(0)
+            counts[index[key] - 1] += 1
+        times = time_round_robin(items, rounds)
+        model_t = times[0]
+        layer_t = [sum(c * times[k + 1][r] for k, c in enumerate(counts)) for r in range(rounds)]
+        ratio = statistics.median(m / max(s, 1e-9) for m, s in zip(model_t, layer_t, strict=True))
+        table_ms = sum(layer.predict({}) for layer in self._layers)
+        self.const_ms = round((ratio - 1.0) * table_ms, 6)
+        self.data["const_ms"] = self.const_ms
+        self.data["calibration"] = {
+            "model_ms": round(table_ms + self.const_ms, 6),
+            "model_ms_now": round(statistics.median(model_t), 6),
+            "layers_ms": round(table_ms, 6),
+            "layers_ms_now": round(statistics.median(layer_t), 6),
+            "model_to_layers": round(ratio, 4),
+            "rounds": rounds,
+        }
         return self.const_ms
 
     @property
