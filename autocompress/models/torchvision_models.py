@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torchvision
 from torch import nn
 
 from autocompress.models.errors import ModelError
@@ -10,11 +9,15 @@ from autocompress.models.errors import ModelError
 
 def torchvision_names() -> list[str]:
     """torchvision's classification model names (no detection / segmentation / video)."""
+    import torchvision  # lazy: importing it costs ~1 s and most runs use the zoo
+
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
 def build_torchvision(name: str, num_classes: int = 1000, in_channels: int = 3) -> nn.Module:
     """`torchvision.models.get_model(name, weights=None)`; a non-RGB input swaps the first conv."""
+    import torchvision
+
     names = torchvision_names()
     if name not in names:
         raise ModelError(f"unknown torchvision model {name!r}; valid: {', '.join(names)} (prefix them with 'tv:').")
