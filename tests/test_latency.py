@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 import pytest
@@ -136,3 +137,25 @@ def test_compile_runtime_runs() -> None:
     meter = LatencyMeter(LatencyConfig(runtime="compile", rounds=3, warmup=1), SHAPE)
     stats = meter.measure(conv_net(8))
     assert stats.n == 3 and stats.median_ms > 0
+
+
+def test_cli_latency_prints_one_json_object(capsys: pytest.CaptureFixture[str]) -> None:
+    from autocompress.cli import main
+
+    rc = main(["latency", "--model", "tiny_cnn", "--rounds", "3", "--warmup", "1", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0
+    assert out["latency_ms"] > 0 and out["speedup"] == 1.0 and out["macs_ratio"] == 1.0
+    assert (out["runtime"], out["threads"], out["batch"], out["n"]) == ("torch", 1, 1, 3)
+
+
+def test_cli_latency_user_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    from autocompress.cli import main
+
+    assert main(["latency", "--rounds", "2"]) == 2
+    assert "give --model" in capsys.readouterr().err
+    assert main(["latency", "--model", "no_such_net"]) == 2
+    assert "unknown model" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["latency", "--model", "tiny_cnn", "--input-shape", "3,32"])
+    assert "C,H,W" in capsys.readouterr().err
