@@ -1,0 +1,47 @@
+"""Which channels of a group go: Torch-Pruning importance objects chosen by name.
+
+Scores are group-level: Torch-Pruning sums each channel's norm over every coupled layer of the group
+(producer filters, BN scales, consumer input slices), so a channel is kept or removed as a whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch_pruning as tp
+
+from autocompress.pruning.errors import PruneError
+
+_FACTORIES: dict[str, Callable[[], tp.importance.Importance]] = {
+    "l1": lambda: tp.importance.GroupMagnitudeImportance(p=1),
+    "l2": lambda: tp.importance.GroupMagnitudeImportance(p=2),
+    "bn_scale": lambda: tp.importance.BNScaleImportance(),
+    "fpgm": lambda: tp.importance.FPGMImportance(),
+    "random": lambda: tp.importance.RandomImportance(),
+}
+
+CRITERIA = tuple(_FACTORIES)
+"""Valid criterion names."""
+
+
+def get_importance(name: str) -> tp.importance.Importance:
+    """The Torch-Pruning importance object for a criterion name."""
+    try:
+        return _FACTORIES[name]()
+    except KeyError:
+        raise PruneError(f"unknown pruning criterion {name!r}; valid ones are {', '.join(CRITERIA)}.") from None
+
+
+def group_scores(name: str, group: tp.Group) -> torch.Tensor:
+    """One score per root channel of `group` (higher = more important).
+
+    A criterion that finds nothing to score in a group (bn_scale on a group without BatchNorm) falls back
+    to the group L1 norm, so every group stays prunable with every criterion.
+    """
+    scores = get_importance(name)(group)
+    if scores is None:
+        scores = get_importance("l1")(group)
+    if scores is None:
+        raise PruneError(f"group rooted at {group[0].dep.target.name} has no weights to score.")
+    return scores.detach().float().cpu()

@@ -1,0 +1,175 @@
+"""Turn per-group prune ratios into a new, physically smaller network.
+
+`Pruner` does the expensive work once (snapshot of the model, dependency graph, groups, channel scores,
+layer specs); each `prune` call then only deep-copies the snapshot and replays the recorded pruning plan
+with Torch-Pruning's per-layer pruning functions -- no graph is rebuilt or traversed per call.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from autocompress.config import PruneConfig
+from autocompress.measure.flops import CostModel, LayerSpec
+from autocompress.pruning.criteria import get_importance, group_scores
+from autocompress.pruning.errors import PruneError
+from autocompress.pruning.groups import PlanItem, PruneGroup, analyze_model
+
+
+def kept_count(channels: int, prune_ratio: float, round_to: int, min_channels: int) -> int:
+    """Channels kept when `prune_ratio` of `channels` are removed, rounded to a multiple of `round_to`."""
+    keep = int(math.floor(channels * (1.0 - prune_ratio) + 0.5))
+    if keep >= channels:
+        return channels  # nothing removed: no rounding of an untouched group
+    if round_to > 1:
+        keep = max(round_to, int(math.floor(keep / round_to + 0.5)) * round_to)
+    return int(min(channels, max(min_channels, keep)))
+
+
+class Pruner:
+    """Physically prune copies of one model to per-group ratios; the given model is never modified.
+
+    Attributes: `groups` (prunable groups in network order, filtered by `cfg.scope`), `all_groups`,
+    `layer_specs`, `cost_model` (analytic MACs/params of any channel configuration).
+    """
+
+    def __init__(self, model: nn.Module, example_inputs: torch.Tensor, cfg: PruneConfig | None = None) -> None:
+        self.cfg = cfg or PruneConfig()
+        get_importance(self.cfg.criterion)  # fail early on a bad name
+        self._snapshot = copy.deepcopy(model)
+        self._requires_grad = {n: p.requires_grad for n, p in self._snapshot.named_parameters()}
+        self.example_inputs = example_inputs[:1].detach().clone()
+        self._analysis = analyze_model(self._snapshot, self.example_inputs)
+        self.all_groups: list[PruneGroup] = list(self._analysis.groups)
+        self.groups: list[PruneGroup] = [g for g in self.all_groups if self.cfg.scope == "all" or g.internal]
+        self.layer_specs: list[LayerSpec] = list(self._analysis.layer_specs)
+        self.cost_model: CostModel = self._analysis.cost_model()
+        self._by_name = {g.name: g for g in self.all_groups}
+        self._order: dict[str, np.ndarray] = {}
+        if self.cfg.criterion != "random":
+            for name, g in self._analysis.tp_groups.items():
+                self._order[name] = self._ascending(group_scores(self.cfg.criterion, g))
+        self._reconstructor = None
+
+    @staticmethod
+    def _ascending(scores: torch.Tensor) -> np.ndarray:
+        return torch.argsort(scores, stable=True).numpy()
+
+    @property
+    def plans(self) -> dict[str, list[PlanItem]]:
+        """Per group, the member layers' pruning functions and indices per root channel (read-only use)."""
+        return self._analysis.plans
+
+    @property
+    def group_names(self) -> list[str]:
+        return [g.name for g in self.groups]
+
+    def group(self, name: str) -> PruneGroup:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise PruneError(self._unknown(name)) from None
+
+    def _unknown(self, name: str) -> str:
+        names = list(self._by_name)
+        shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+        return f"unknown prune group {name!r}; this model's groups are: {shown} ({len(names)} in all)."
+
+    def kept_channels(self, prune_ratios: Mapping[str, float]) -> dict[str, int]:
+        """Kept channels of every group (all groups; those not named in `prune_ratios` stay whole)."""
+        kept = {g.name: g.channels for g in self.all_groups}
+        for name, ratio in prune_ratios.items():
+            g = self.group(name)
+            if isinstance(ratio, bool) or not isinstance(ratio, (int, float, np.floating, np.integer)):
+                raise PruneError(f"group {name!r}: prune ratio {ratio!r} is not a number; give a value in [0, 1).")
+            r = float(ratio)
+            if not (0.0 <= r < 1.0):  # also rejects NaN
+                raise PruneError(
+                    f"group {name!r}: prune ratio {r} is outside [0, 1) (share of channels removed; "
+                    "0 keeps all, 0.5 removes half)."
+                )
+            kept[name] = kept_count(g.channels, r, self.cfg.round_to, self.cfg.min_channels)
+        return kept
+
+    def check_kept(self, kept: Mapping[str, int]) -> dict[str, int]:
+        """Validate explicit kept channel counts (e.g. from a schedule); returns them for every group."""
+        full = {g.name: g.channels for g in self.all_groups}
+        for name, k in kept.items():
+            g = self.group(name)
+            if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not (1 <= int(k) <= g.channels):
+                raise PruneError(f"group {name!r}: kept channels {k!r} must be an integer in [1, {g.channels}].")
+            full[name] = int(k)
+        return full
+
+    def removed_channels(self, kept: Mapping[str, int]) -> dict[str, np.ndarray]:
+        """Root channel indices each group loses under `kept`, chosen by the criterion (lowest scores)."""
+        out = {}
+        for name, k in kept.items():
+            g = self._by_name[name]
+            n_remove = g.channels - int(k)
+            if n_remove <= 0:
+                continue
+            order = self._order.get(name)
+            if order is None:  # random criterion: fresh scores from torch's global RNG each call
+                order = self._ascending(group_scores("random", self._analysis.tp_groups[name]))
+            out[name] = np.sort(order[:n_remove])
+        return out
+
+    def prune(self, prune_ratios: Mapping[str, float], calib_images: torch.Tensor | None = None) -> nn.Module:
+        """A new model with each named group pruned by its ratio (share of channels removed)."""
+        return self.prune_kept(self.kept_channels(prune_ratios), calib_images)
+
+    def prune_kept(self, kept: Mapping[str, int], calib_images: torch.Tensor | None = None) -> nn.Module:
+        """A new model with each named group cut to exactly `kept[name]` channels.
+
+        With `cfg.reconstruct`, supported groups choose channels by their contribution to the next conv's
+        output on `calib_images` and that conv is refit by least squares (see `reconstruct.py`).
+        """
+        kept = self.check_kept(kept)
+        removed = self.removed_channels(kept)
+        refits: dict[str, torch.Tensor] = {}
+        if self.cfg.reconstruct:
+            if calib_images is None:
+                raise PruneError(
+                    "cfg.reconstruct is on but no calib_images were given; pass a batch of training images "
+                    "(cfg.reconstruct_samples of them are used) or turn reconstruct off."
+                )
+            removed, refits = self._reconstruct(kept, removed, calib_images)
+        model = copy.deepcopy(self._snapshot)
+        self._apply(model, removed)
+        if refits:
+            modules = dict(model.named_modules())
+            with torch.no_grad():
+                for name, weight in refits.items():
+                    modules[name].weight.data = weight.to(modules[name].weight.dtype).contiguous()
+        return model
+
+    def _reconstruct(
+        self, kept: Mapping[str, int], removed: dict[str, np.ndarray], images: torch.Tensor
+    ) -> tuple[dict[str, np.ndarray], dict[str, torch.Tensor]]:
+        from autocompress.pruning.reconstruct import Reconstructor
+
+        if self._reconstructor is None or not self._reconstructor.matches(images):
+            self._reconstructor = Reconstructor(self._snapshot, self._analysis, images, self.cfg)
+        return self._reconstructor.apply(kept, removed)
+
+    @torch.no_grad()
+    def _apply(self, model: nn.Module, removed: Mapping[str, np.ndarray]) -> None:
+        """Replay the recorded plans: remove each group's channels from every member layer."""
+        per_call: dict[tuple[str, object], list[int]] = {}
+        for name, roots in removed.items():
+            for item in self._analysis.plans[name]:
+                idxs = item.idxs[np.isin(item.root_idxs, roots)]
+                if idxs.size:
+                    per_call.setdefault((item.module, item.fn), []).extend(idxs.tolist())
+        modules = dict(model.named_modules())
+        for (mname, fn), idxs in per_call.items():
+            fn(modules[mname], sorted(set(idxs)))
+        for pname, p in model.named_parameters():  # pruning rebuilds Parameters with requires_grad=True
+            p.requires_grad_(self._requires_grad.get(pname, True))
