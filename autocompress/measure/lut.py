@@ -493,7 +493,10 @@ class LatencyLUT:
             raise LUTError(
                 f"{path}: table version {data.get('version')} is not supported (expected {LUT_VERSION}); rebuild it."
             )
-        lut = cls(data)
+        try:
+            lut = cls(data)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise LUTError(f"{path}: damaged latency table ({type(exc).__name__}: {exc}); rebuild it.") from None
         lut.check_compatible(layer_specs, cfg, input_shape, allow_other_machine, where=str(path))
         return lut
 
