@@ -1,9 +1,168 @@
-"""CLI commands (placeholder until its owner adds them)."""
+"""CLI: `schedule uniform` (a uniform-ratio schedule meeting a budget) and `apply` (prune + save)."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from typing import Any
+
+import torch
+
+
+def _shape(text: str) -> tuple[int, int, int]:
+    try:
+        shape = tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"expected C,H,W as three positive integers (e.g. 3,32,32), got {text!r}")
+    return shape  # type: ignore[return-value]
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="zoo name (`autocompress models`) or tv:<name>")
+    p.add_argument("--weights", default=None, help="state-dict file of the unpruned model")
+    p.add_argument("--data", default=None, help="dataset name: sets the input shape and number of classes")
+    p.add_argument("--data-root", default=None, help="dataset folder (default $AUTOCOMPRESS_DATA_ROOT or ./data)")
+    p.add_argument("--input-shape", type=_shape, default=None, metavar="C,H,W",
+                   help="one input image's shape when no --data is given (default 3,32,32)")
+    p.add_argument("--num-classes", type=int, default=None, help="classifier outputs (default: the data's, else 10)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add this module's subcommands to `sub`."""
+    """Add `schedule` and `apply` to the CLI."""
+    s = sub.add_parser("schedule", help="make a pruning schedule without a search (uniform baseline)")
+    ssub = s.add_subparsers(dest="schedule_command", metavar="KIND", required=True)
+    u = ssub.add_parser(
+        "uniform",
+        help="one prune ratio for every group, bisected to meet a MACs / params / speedup target",
+        description="Bisect one prune ratio for all groups on the analytic cost model (--flops, --params) or on "
+        "measured latency (--speedup) and write the schedule JSON.",
+    )
+    _add_model_args(u)
+    target = u.add_mutually_exclusive_group(required=True)
+    target.add_argument("--flops", type=float, help="keep this share of the MACs (0.5 = half)")
+    target.add_argument("--params", type=float, help="keep this share of the parameters")
+    target.add_argument("--speedup", type=float, help="measured speedup to reach (e.g. 2.0), timed with --runtime")
+    u.add_argument("--scope", choices=("all", "internal"), default="all", help="which groups are pruned")
+    u.add_argument("--round-to", type=int, default=1, help="kept channels rounded to a multiple of this")
+    u.add_argument("--min-channels", type=int, default=1, help="never keep fewer channels in a group")
+    u.add_argument("--max-ratio", type=float, default=0.95, help="largest prune ratio tried")
+    u.add_argument("--runtime", choices=("torch", "onnxruntime", "compile"), default="torch",
+                   help="runtime timed for --speedup")
+    u.add_argument("--threads", type=int, default=1, help="threads when timing (--speedup)")
+    u.add_argument("--rounds", type=int, default=20, help="timed pairs per measurement (--speedup)")
+    u.add_argument("--out", required=True, help="schedule JSON to write")
+    u.set_defaults(func=_uniform)
+
+    a = sub.add_parser(
+        "apply",
+        help="prune a trained model to a schedule and save it (state dict + schedule)",
+        description="Validate the schedule against the model, prune it physically and save a file that "
+        "`load_pruned` / `autocompress latency --pruned` can rebuild in a fresh process.",
+    )
+    _add_model_args(a)
+    a.add_argument("--schedule", required=True, help="schedule JSON (from `schedule uniform` or a search)")
+    a.add_argument("--criterion", choices=("l1", "l2", "bn_scale", "fpgm", "random"), default="l1",
+                   help="which channels of each group are removed")
+    a.add_argument("--out", required=True, help="pruned model file to write (.pt)")
+    a.set_defaults(func=_apply)
+
+
+def _resolve(args: argparse.Namespace) -> tuple[tuple[int, int, int], int]:
+    """(input shape, number of classes) from --data or --input-shape / --num-classes."""
+    if args.data is not None:
+        from autocompress.config import DataConfig, default_data_root
+        from autocompress.data import load_data
+
+        bundle = load_data(DataConfig(name=args.data, root=args.data_root or default_data_root()))
+        return tuple(bundle.input_shape), args.num_classes or bundle.num_classes  # type: ignore[return-value]
+    return args.input_shape or (3, 32, 32), args.num_classes or 10
+
+
+def _build(args: argparse.Namespace) -> tuple[Any, torch.Tensor, tuple[int, int, int], int]:
+    from autocompress.models import get_model
+
+    shape, num_classes = _resolve(args)
+    model = get_model(args.model, num_classes=num_classes, weights=args.weights, in_channels=shape[0]).eval()
+    return model, torch.randn(1, *shape, generator=torch.Generator().manual_seed(0)), shape, num_classes
+
+
+def _emit(args: argparse.Namespace, result: dict[str, Any], line: str) -> None:
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(line)
+
+
+def _uniform(args: argparse.Namespace) -> int:
+    from autocompress.config import LatencyConfig, PruneConfig, validate
+    from autocompress.pruning import Pruner, Schedule
+    from autocompress.pruning.uniform import bisect_uniform_ratio
+
+    cfg = PruneConfig(scope=args.scope, round_to=args.round_to, min_channels=args.min_channels)
+    validate(cfg, "prune")
+    model, example, shape, _ = _build(args)
+    pruner = Pruner(model, example, cfg)
+    cost = pruner.cost_model
+
+    def ratios(r: float) -> dict[str, float]:
+        return {g.name: r for g in pruner.groups}
+
+    metrics: dict[str, Any] = {}
+    if args.flops is not None or args.params is not None:
+        kind, target = ("macs", args.flops) if args.flops is not None else ("params", args.params)
+        measure = cost.macs if kind == "macs" else cost.params
+        base = cost.base_macs if kind == "macs" else cost.base_params
+        ratio = bisect_uniform_ratio(lambda r: measure(pruner.kept_channels(ratios(r))) / base, target,
+                                     args.max_ratio, what=kind)
+    else:
+        from autocompress.measure.latency import LatencyMeter
+
+        if args.speedup < 1:
+            from autocompress.pruning import PruneError
+
+            raise PruneError(f"--speedup {args.speedup} must be >= 1 (2.0 = twice as fast).")
+        kind, target = "latency", 1.0 / args.speedup
+        meter = LatencyMeter(LatencyConfig(runtime=args.runtime, threads=args.threads, rounds=args.rounds), shape)
+        seen: dict[float, float] = {}
+
+        def slowdown(r: float) -> float:
+            if r not in seen:
+                comparison = meter.compare(model, pruner.prune(ratios(r)))
+                seen[r] = 1.0 / comparison.speedup
+                print(f"prune ratio {r:.3f}: speedup {comparison.speedup:.2f}x", file=sys.stderr)
+            return seen[r]
+
+        ratio = bisect_uniform_ratio(slowdown, target, args.max_ratio, steps=7, what="latency")
+        metrics = {"speedup": 1.0 / slowdown(ratio), "runtime": args.runtime, "threads": args.threads}
+    schedule = Schedule.from_pruner(pruner, ratios(ratio), args.model, budget={"kind": kind, "fraction": target},
+                                    metrics=metrics)
+    schedule.save(args.out)
+    m = schedule.metrics
+    result = {"out": args.out, "prune_ratio": ratio, "macs_ratio": m["macs_ratio"], "params_ratio": m["params_ratio"],
+              "macs": m["macs"], "params": m["params"], "groups": len(pruner.groups), **metrics}
+    _emit(args, result, f"uniform prune ratio {ratio:.4f} over {len(pruner.groups)} groups: "
+          f"{m['macs_ratio']:.3f} of the MACs, {m['params_ratio']:.3f} of the params -> {args.out}")
+    return 0
+
+
+def _apply(args: argparse.Namespace) -> int:
+    from autocompress.config import PruneConfig
+    from autocompress.export import save_pruned
+    from autocompress.measure.flops import count_macs_params
+    from autocompress.pruning import Schedule, apply_schedule
+
+    schedule = Schedule.load(args.schedule)  # validate the file before building anything
+    model, example, shape, num_classes = _build(args)
+    pruned = apply_schedule(model, schedule, example, PruneConfig(criterion=args.criterion))
+    path = save_pruned(args.out, pruned, schedule, args.model, num_classes, shape[0], shape)
+    base_macs, base_params = count_macs_params(model, example)
+    macs, params = count_macs_params(pruned, example)
+    result = {"out": str(path), "macs": macs, "params": params, "macs_ratio": macs / base_macs,
+              "params_ratio": params / base_params}
+    _emit(args, result, f"pruned {args.model}: {macs / base_macs:.3f} of the MACs, "
+          f"{params / base_params:.3f} of the params -> {path}")
+    return 0

@@ -5,5 +5,19 @@ from autocompress.pruning.errors import PruneError
 from autocompress.pruning.groups import PruneGroup
 from autocompress.pruning.prune import Pruner, kept_count
 from autocompress.pruning.recalibrate import recalibrate_bn
+from autocompress.pruning.schedule import GroupEntry, Schedule, ScheduleError, apply_schedule, structure_hash
 
-__all__ = ["CRITERIA", "PruneError", "PruneGroup", "Pruner", "get_importance", "kept_count", "recalibrate_bn"]
+__all__ = [
+    "CRITERIA",
+    "GroupEntry",
+    "PruneError",
+    "PruneGroup",
+    "Pruner",
+    "Schedule",
+    "ScheduleError",
+    "apply_schedule",
+    "get_importance",
+    "kept_count",
+    "recalibrate_bn",
+    "structure_hash",
+]

@@ -20,6 +20,7 @@ from autocompress.measure.flops import CostModel, LayerSpec
 from autocompress.pruning.criteria import get_importance, group_scores
 from autocompress.pruning.errors import PruneError
 from autocompress.pruning.groups import PlanItem, PruneGroup, analyze_model
+from autocompress.pruning.schedule import structure_hash
 
 
 def kept_count(channels: int, prune_ratio: float, round_to: int, min_channels: int) -> int:
@@ -36,13 +37,15 @@ class Pruner:
     """Physically prune copies of one model to per-group ratios; the given model is never modified.
 
     Attributes: `groups` (prunable groups in network order, filtered by `cfg.scope`), `all_groups`,
-    `layer_specs`, `cost_model` (analytic MACs/params of any channel configuration).
+    `layer_specs`, `cost_model` (analytic MACs/params of any channel configuration, fixed parameters
+    included), `structure_hash` (of the unpruned model), `plans`.
     """
 
     def __init__(self, model: nn.Module, example_inputs: torch.Tensor, cfg: PruneConfig | None = None) -> None:
         self.cfg = cfg or PruneConfig()
         get_importance(self.cfg.criterion)  # fail early on a bad name
         self._snapshot = copy.deepcopy(model)
+        self.structure_hash = structure_hash(self._snapshot)
         self._requires_grad = {n: p.requires_grad for n, p in self._snapshot.named_parameters()}
         self.example_inputs = example_inputs[:1].detach().clone()
         self._analysis = analyze_model(self._snapshot, self.example_inputs)

@@ -1,0 +1,126 @@
+"""Save and reload pruned networks; export them to TorchScript and ONNX.
+
+A pruned model is stored as its state_dict plus the schedule and the model spec (zoo name, classes, input
+channels, input shape), not as a pickled module: `load_pruned` rebuilds the architecture from the zoo,
+prunes it to the schedule's channel counts and loads the weights strictly, so files stay loadable across
+code changes and never execute pickled code.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from autocompress.atomic import atomic_torch_save, atomic_write
+from autocompress.config import AutocompressError, PruneConfig
+from autocompress.pruning import Schedule, apply_schedule
+
+FORMAT = "autocompress.pruned_model"
+VERSION = 1
+
+
+class ExportError(AutocompressError):
+    """A pruned-model file is unreadable or an export target is unavailable; the message says the fix."""
+
+
+def save_pruned(
+    path: str | os.PathLike[str],
+    model: nn.Module,
+    schedule: Schedule,
+    model_name: str,
+    num_classes: int,
+    in_channels: int,
+    input_shape: Sequence[int],
+) -> Path:
+    """One atomic torch.save of {format, version, schedule JSON, state_dict, model spec}."""
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "schedule": schedule.to_json(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "model": {
+            "name": model_name,
+            "num_classes": int(num_classes),
+            "in_channels": int(in_channels),
+            "input_shape": [int(s) for s in input_shape],
+        },
+    }
+    return atomic_torch_save(path, payload)
+
+
+def read_pruned(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The raw payload of a pruned-model file, checked for format and version."""
+    path = Path(path)
+    if not path.is_file():
+        raise ExportError(f"pruned model file {str(path)!r} does not exist.")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ExportError(f"{path}: not a readable pruned model file ({exc}).") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ExportError(
+            f"{path}: not an autocompress pruned model (no format {FORMAT!r}); save one with `autocompress apply`."
+        )
+    if payload.get("version") != VERSION:
+        raise ExportError(f"{path}: pruned model version {payload.get('version')!r}; this autocompress reads {VERSION}.")
+    return payload
+
+
+def load_pruned(path: str | os.PathLike[str]) -> tuple[nn.Module, Schedule]:
+    """Rebuild a pruned model saved by `save_pruned` (fresh process safe): zoo model -> schedule -> weights."""
+    from autocompress.models import get_model, load_state_dict_checked
+
+    payload = read_pruned(path)
+    spec = payload["model"]
+    schedule = Schedule.from_json(payload["schedule"], f"{path} (schedule)")
+    model = get_model(spec["name"], num_classes=spec["num_classes"], in_channels=spec["in_channels"])
+    example = torch.zeros(1, *spec["input_shape"])
+    pruned = apply_schedule(model, schedule, example, PruneConfig())
+    load_state_dict_checked(pruned, payload["state_dict"], source=str(path))
+    return pruned.eval(), schedule
+
+
+def export_torchscript(model: nn.Module, path: str | os.PathLike[str], example: torch.Tensor) -> Path:
+    """Trace `model` (eval mode) and save it atomically as TorchScript."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated but still the portable format
+            traced = torch.jit.trace(model, example)
+            return atomic_write(path, lambda f: torch.jit.save(traced, f))
+    finally:
+        model.train(was_training)
+
+
+def export_onnx(model: nn.Module, path: str | os.PathLike[str], example: torch.Tensor) -> Path:
+    """Export to ONNX with the TorchScript-based exporter (dynamo=False: ~0.2 s instead of seconds)."""
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        raise ExportError("ONNX export needs the onnx extra: pip install 'autocompress[onnx]'.") from None
+    import io
+
+    was_training = model.training
+    model.eval()
+    buf = io.BytesIO()
+    try:
+        with torch.no_grad():
+            torch.onnx.export(
+                model,
+                (example,),
+                buf,
+                input_names=["input"],
+                output_names=["logits"],
+                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                dynamo=False,
+            )
+    finally:
+        model.train(was_training)
+    return atomic_write(path, lambda f: f.write(buf.getvalue()))

@@ -1,0 +1,298 @@
+"""A pruning schedule: per-group channel counts for one model, as versioned JSON.
+
+The schedule is the search's product and the deployment's input, so it names the model it was made for
+(zoo name + a structure hash of the unpruned network), lists every group with its member layers and its
+channels before/after, and carries the budget and the measured metrics. Loading validates everything and
+fails with a message that names the offending groups and says how to fix them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from autocompress.config import AutocompressError, PruneConfig
+
+FORMAT = "autocompress.schedule"
+VERSION = 1
+_TOP_KEYS = {"format", "version", "model", "groups", "budget", "metrics"}
+_GROUP_KEYS = {"name", "members", "channels_before", "channels_after", "prune_ratio"}
+
+
+class ScheduleError(AutocompressError, ValueError):
+    """A schedule file is malformed or does not fit the model; the message names the groups and the fix."""
+
+
+@dataclass(frozen=True)
+class GroupEntry:
+    """One prune group of the schedule."""
+
+    name: str
+    members: tuple[str, ...]
+    channels_before: int
+    channels_after: int
+    prune_ratio: float
+    """Share of the group's channels removed, as requested (channels_after is what was applied)."""
+
+
+@dataclass
+class Schedule:
+    """Per-group channel counts for one model, with its budget and measured metrics."""
+
+    model_name: str
+    structure_hash: str
+    groups: list[GroupEntry]
+    budget: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def prune_ratios(self) -> dict[str, float]:
+        """group name -> prune ratio (share of channels removed)."""
+        return {g.name: g.prune_ratio for g in self.groups}
+
+    def kept_channels(self) -> dict[str, int]:
+        """group name -> channels kept (what `apply_schedule` builds)."""
+        return {g.name: g.channels_after for g in self.groups}
+
+    @classmethod
+    def from_pruner(
+        cls,
+        pruner: Any,
+        prune_ratios: Mapping[str, float],
+        model_name: str,
+        budget: Mapping[str, Any] | None = None,
+        metrics: Mapping[str, Any] | None = None,
+    ) -> Schedule:
+        """The schedule `pruner.prune(prune_ratios)` applies, covering every group of the model.
+
+        Analytic `macs`/`params` (and their ratios to the unpruned model) are filled in unless given.
+        """
+        kept = pruner.kept_channels(prune_ratios)
+        entries = [
+            GroupEntry(
+                name=g.name,
+                members=tuple(g.members),
+                channels_before=g.channels,
+                channels_after=int(kept[g.name]),
+                prune_ratio=float(prune_ratios.get(g.name, 0.0)),
+            )
+            for g in pruner.all_groups
+        ]
+        cost = pruner.cost_model
+        auto = {
+            "macs": cost.macs(kept),
+            "params": cost.params(kept),
+            "macs_ratio": cost.macs(kept) / cost.base_macs,
+            "params_ratio": cost.params(kept) / cost.base_params,
+        }
+        return cls(
+            model_name=model_name,
+            structure_hash=pruner.structure_hash,
+            groups=entries,
+            budget=dict(budget or {}),
+            metrics={**auto, **dict(metrics or {})},
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "model": {"name": self.model_name, "structure_hash": self.structure_hash},
+            "groups": [
+                {
+                    "name": g.name,
+                    "members": list(g.members),
+                    "channels_before": g.channels_before,
+                    "channels_after": g.channels_after,
+                    "prune_ratio": g.prune_ratio,
+                }
+                for g in self.groups
+            ],
+            "budget": self.budget,
+            "metrics": self.metrics,
+        }
+
+    def to_json(self) -> str:
+        try:
+            return json.dumps(self.to_dict(), indent=2, allow_nan=False, default=_plain)
+        except ValueError as exc:
+            raise ScheduleError(f"schedule has a value JSON cannot hold ({exc}); metrics must be finite.") from None
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "schedule") -> Schedule:
+        """Parse and validate schedule JSON; any problem -> ScheduleError naming `source`."""
+        try:
+            data = json.loads(text)
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise ScheduleError(f"{source}: not valid JSON ({exc}).") from None
+        return cls.from_dict(data, source)
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "schedule") -> Schedule:
+        if not isinstance(data, dict):
+            raise ScheduleError(f"{source}: expected a JSON object, got {type(data).__name__}.")
+        if data.get("format") != FORMAT:
+            raise ScheduleError(
+                f"{source}: 'format' is {data.get('format')!r}, not {FORMAT!r}; this is not an autocompress "
+                "schedule (write one with `autocompress schedule` or `autocompress search`)."
+            )
+        if data.get("version") != VERSION:
+            raise ScheduleError(
+                f"{source}: schedule version {data.get('version')!r} is not supported; this autocompress reads "
+                f"version {VERSION}. Re-export the schedule with this version."
+            )
+        missing = sorted({"model", "groups"} - set(data))
+        unknown = sorted(set(data) - _TOP_KEYS)
+        if missing or unknown:
+            raise ScheduleError(
+                f"{source}: missing key(s) {missing} / unknown key(s) {unknown}; a schedule has {sorted(_TOP_KEYS)}."
+            )
+        model = data["model"]
+        if not (isinstance(model, dict) and isinstance(model.get("name"), str) and isinstance(model.get("structure_hash"), str)):
+            raise ScheduleError(f"{source}: 'model' must be {{\"name\": str, \"structure_hash\": str}}.")
+        for key in ("budget", "metrics"):
+            if not isinstance(data.get(key, {}), dict):
+                raise ScheduleError(f"{source}: {key!r} must be a JSON object.")
+        groups = data["groups"]
+        if not isinstance(groups, list) or not groups:
+            raise ScheduleError(f"{source}: 'groups' must be a non-empty list of group entries.")
+        entries = [_entry(g, i, source) for i, g in enumerate(groups)]
+        names = [e.name for e in entries]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ScheduleError(f"{source}: group(s) {dupes} appear more than once; keep one entry per group.")
+        return cls(model["name"], model["structure_hash"], entries, dict(data.get("budget", {})), dict(data.get("metrics", {})))
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the JSON atomically (a temp file in the same folder, then rename)."""
+        path = Path(path)
+        text = self.to_json()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Schedule:
+        path = Path(path)
+        if not path.is_file():
+            raise ScheduleError(f"schedule file {str(path)!r} does not exist.")
+        return cls.from_json(path.read_text(encoding="utf-8"), str(path))
+
+
+def _plain(x: Any) -> Any:
+    if hasattr(x, "item"):
+        return x.item()
+    if isinstance(x, (set, tuple)):
+        return list(x)
+    raise TypeError(f"{type(x).__name__} is not JSON serialisable")
+
+
+def _entry(g: Any, i: int, source: str) -> GroupEntry:
+    where = f"{source}: groups[{i}]"
+    if not isinstance(g, dict):
+        raise ScheduleError(f"{where} must be an object with keys {sorted(_GROUP_KEYS)}.")
+    name = g.get("name")
+    if isinstance(name, str):
+        where = f"{source}: group {name!r}"
+    if set(g) != _GROUP_KEYS:
+        raise ScheduleError(
+            f"{where}: missing {sorted(_GROUP_KEYS - set(g))} / unknown {sorted(set(g) - _GROUP_KEYS)} key(s); "
+            f"each group entry has exactly {sorted(_GROUP_KEYS)}."
+        )
+    if not isinstance(name, str) or not name:
+        raise ScheduleError(f"{where}: 'name' must be a non-empty string (the group's root layer).")
+    members = g["members"]
+    if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+        raise ScheduleError(f"{where}: 'members' must be a list of layer names.")
+    before, after, ratio = g["channels_before"], g["channels_after"], g["prune_ratio"]
+    for key, v in (("channels_before", before), ("channels_after", after)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ScheduleError(f"{where}: {key!r} must be a positive integer, got {v!r}.")
+    if after > before:
+        raise ScheduleError(f"{where}: channels_after {after} > channels_before {before}; a group cannot grow.")
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or math.isnan(ratio) or not 0 <= ratio < 1:
+        raise ScheduleError(
+            f"{where}: prune_ratio {ratio!r} must be a number in [0, 1) (share of channels removed)."
+        )
+    return GroupEntry(name, tuple(members), before, after, float(ratio))
+
+
+def structure_hash(model: nn.Module) -> str:
+    """A short, process-stable hash of module names, types and parameter/buffer shapes."""
+    parts = []
+    for name, m in model.named_modules():
+        tensors = [
+            (k, list(v.shape))
+            for k, v in list(m.named_parameters(recurse=False)) + list(m.named_buffers(recurse=False))
+            if v is not None
+        ]
+        parts.append([name, type(m).__name__, tensors])
+    blob = json.dumps(parts, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def check_fits(schedule: Schedule, pruner: Any) -> None:
+    """Raise ScheduleError unless `schedule` was made for the model behind `pruner`."""
+    model_groups = {g.name: g for g in pruner.all_groups}
+    unknown = [e.name for e in schedule.groups if e.name not in model_groups]
+    missing = [n for n in model_groups if n not in {e.name for e in schedule.groups}]
+    resized = [
+        f"{e.name} ({e.channels_before} channels in the schedule, {model_groups[e.name].channels} in the model)"
+        for e in schedule.groups
+        if e.name in model_groups and e.channels_before != model_groups[e.name].channels
+    ]
+    if unknown or missing or resized:
+        parts = []
+        if unknown:
+            parts.append(f"groups not in this model: {_few(unknown)}")
+        if missing:
+            parts.append(f"model groups missing from the schedule: {_few(missing)}")
+        if resized:
+            parts.append(f"groups of another size: {_few(resized)}")
+        raise ScheduleError(
+            f"schedule for {schedule.model_name!r} does not fit this model ({'; '.join(parts)}); "
+            "apply it to the model it was made for, or make a new one with `autocompress schedule`."
+        )
+    if schedule.structure_hash != pruner.structure_hash:
+        raise ScheduleError(
+            f"schedule was made for a model with structure hash {schedule.structure_hash}, this model has "
+            f"{pruner.structure_hash} (same groups, different layers elsewhere, e.g. the number of classes or "
+            "input channels); apply it to the model it was made for."
+        )
+
+
+def _few(items: list[str], n: int = 6) -> str:
+    return ", ".join(items[:n]) + (f", ... ({len(items)} in all)" if len(items) > n else "")
+
+
+def apply_schedule(
+    model: nn.Module,
+    schedule: Schedule,
+    example_inputs: torch.Tensor,
+    cfg: PruneConfig | None = None,
+    calib_images: torch.Tensor | None = None,
+) -> nn.Module:
+    """A new model pruned to the schedule's kept channel counts (validated against `model` first)."""
+    from autocompress.pruning.prune import Pruner
+
+    pruner = Pruner(model, example_inputs, cfg or PruneConfig())
+    check_fits(schedule, pruner)
+    return pruner.prune_kept(schedule.kept_channels(), calib_images)
