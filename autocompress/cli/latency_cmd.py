@@ -42,9 +42,10 @@ def _add_timing_args(p: argparse.ArgumentParser, rounds: int) -> None:
 def _add_model_args(p: argparse.ArgumentParser, model_required: bool) -> None:
     p.add_argument("--model", required=model_required, help="zoo name (`autocompress models`) or tv:<name>")
     p.add_argument("--weights", default=None, help="state-dict file (latency does not depend on it)")
-    p.add_argument("--input-shape", type=parse_shape, default=(3, 32, 32), metavar="C,H,W",
-                   help="one input image's shape (default 3,32,32)")  # fmt: skip
-    p.add_argument("--num-classes", type=int, default=10, help="classifier outputs")
+    p.add_argument("--input-shape", type=parse_shape, default=None, metavar="C,H,W",
+                   help="one input image's shape (default: the pruned file's, else 3,32,32)")
+    p.add_argument("--num-classes", type=int, default=None,
+                   help="classifier outputs (default: the pruned file's, else 10)")  # fmt: skip
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -83,45 +84,41 @@ def _latency_config(args: argparse.Namespace) -> LatencyConfig:
     return cfg
 
 
-def _build_model(name: str, args: argparse.Namespace, weights: str | None) -> nn.Module:
+def _pruned_spec(path: str) -> dict[str, Any]:
+    """The model spec (zoo name, classes, input channels, input shape) a pruned-model file records."""
+    try:
+        from autocompress.export import read_pruned
+    except ImportError:  # older export module: only the schedule's model name is known
+        return {}
+    spec = read_pruned(path).get("model")
+    return dict(spec) if isinstance(spec, dict) else {}
+
+
+def _load_models(args: argparse.Namespace) -> tuple[nn.Module, nn.Module | None, str, tuple[int, int, int]]:
+    """(unpruned model, pruned model or None, model name, input shape); the pruned file's spec fills gaps."""
     from autocompress.models import get_model
 
-    return get_model(name, num_classes=args.num_classes, weights=weights, in_channels=args.input_shape[0])
-
-
-def _schedule_model_name(schedule: Any) -> str | None:
-    """The unpruned model's zoo name recorded in a schedule (field names tolerated: model_name / model.name)."""
-    for attr in ("model_name", "model"):
-        value = getattr(schedule, attr, None)
-        if isinstance(value, str):
-            return value
-        if isinstance(value, dict) and isinstance(value.get("name"), str):
-            return value["name"]
-        if value is not None and isinstance(getattr(value, "name", None), str):
-            return value.name
-    return None
-
-
-def _load_models(args: argparse.Namespace) -> tuple[nn.Module, nn.Module | None, str]:
-    """(unpruned model, pruned model or None, model name)."""
     pruned = None
-    name = args.model
+    name, shape, classes = args.model, args.input_shape, args.num_classes
     if args.pruned is not None:
         from autocompress.export import load_pruned
 
         pruned, schedule = load_pruned(args.pruned)
-        recorded = _schedule_model_name(schedule)
-        if name is None:
-            name = recorded
-        elif recorded is not None and recorded != name:
+        spec = _pruned_spec(args.pruned)
+        recorded = spec.get("name") or schedule.model_name
+        if name is not None and recorded and recorded != name:
             raise AutocompressError(
                 f"--model {name!r} does not match the model {recorded!r} that {args.pruned} was pruned from; "
                 "drop --model or pass the right one."
             )
+        name = name or recorded
+        shape = shape or (tuple(spec["input_shape"]) if "input_shape" in spec else None)
+        classes = classes or spec.get("num_classes")
     if name is None:
         raise AutocompressError("give --model NAME (or --pruned FILE, which records the model name).")
-    base = _build_model(name, args, args.weights)
-    return base, pruned, name
+    shape = shape or (3, 32, 32)
+    base = get_model(name, num_classes=classes or 10, weights=args.weights, in_channels=shape[0])
+    return base, pruned, name, shape
 
 
 def _macs(model: nn.Module, shape: tuple[int, int, int]) -> int:
@@ -135,8 +132,8 @@ def run_latency(args: argparse.Namespace) -> int:
     from autocompress.measure.latency import LatencyMeter
 
     cfg = _latency_config(args)
-    base, pruned, name = _load_models(args)
-    meter = LatencyMeter(cfg, args.input_shape)
+    base, pruned, name, shape = _load_models(args)
+    meter = LatencyMeter(cfg, shape)
     print(f"timing {name} ({cfg.runtime}, {cfg.threads} thread(s), batch {cfg.batch_size})...", file=sys.stderr)
     result: dict[str, Any] = {"model": name}
     if pruned is None:
@@ -145,7 +142,7 @@ def run_latency(args: argparse.Namespace) -> int:
                       p10_ms=stats.p10_ms, p90_ms=stats.p90_ms, cv=stats.cv, n=stats.n, macs_ratio=1.0)  # fmt: skip
     else:
         cmp = meter.compare(base, pruned)
-        macs_ratio = _macs(pruned, args.input_shape) / max(_macs(base, args.input_shape), 1)
+        macs_ratio = _macs(pruned, shape) / max(_macs(base, shape), 1)
         result.update(latency_ms=cmp.latency_ms, baseline_ms=cmp.baseline_ms, speedup=cmp.speedup,
                       spread=cmp.spread, n=cmp.n, macs_ratio=macs_ratio)  # fmt: skip
     result.update(runtime=cfg.runtime, device=cfg.device, threads=cfg.threads, batch=cfg.batch_size)
@@ -160,16 +157,19 @@ def run_latency(args: argparse.Namespace) -> int:
 def run_lut_build(args: argparse.Namespace) -> int:
     """Handler of `autocompress lut build`."""
     from autocompress.measure.lut import LatencyLUT
+    from autocompress.models import get_model
     from autocompress.pruning import Pruner
 
     cfg = _latency_config(args)
     if args.choices < 1:
         raise AutocompressError(f"--choices must be >= 1, got {args.choices}.")
-    model = _build_model(args.model, args, args.weights).eval()
-    example = torch.zeros(1, *args.input_shape)
+    shape = args.input_shape or (3, 32, 32)
+    model = get_model(args.model, num_classes=args.num_classes or 10, weights=args.weights, in_channels=shape[0])
+    model.eval()
+    example = torch.zeros(1, *shape)
     specs = Pruner(model, example, PruneConfig(scope=args.scope)).layer_specs
     t0 = time.perf_counter()
-    lut = LatencyLUT.build(specs, args.input_shape, cfg, model=model, model_name=args.model,
+    lut = LatencyLUT.build(specs, shape, cfg, model=model, model_name=args.model,
                            n_choices=args.choices, progress=True)  # fmt: skip
     path = lut.save(args.out)
     layers = lut.data["layers"]
