@@ -267,7 +267,11 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = False, num_wo
 
 
 def take_tensors(dataset: Dataset, n: int | None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first `n` images (all if None) of a seeded permutation of `dataset`, stacked, with labels."""
+    """The first `n` images (all if None) of a seeded permutation of `dataset`, stacked, with labels.
+
+    In-memory splits are read un-augmented in one batched operation (even the train split), so the
+    result is the same for the same seed; other datasets go item by item through their transforms.
+    """
     size = len(dataset)  # type: ignore[arg-type]
     if size == 0:
         raise DataError("cannot take images from an empty split; raise val_size or pick another split.")
