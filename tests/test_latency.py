@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -159,3 +160,24 @@ def test_cli_latency_user_errors(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["latency", "--model", "tiny_cnn", "--input-shape", "3,32"])
     assert "C,H,W" in capsys.readouterr().err
+
+
+def test_cli_latency_of_a_saved_pruned_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--pruned: the file's model is timed against the unpruned zoo model it records."""
+    from autocompress.cli import main
+    from autocompress.export import save_pruned
+    from autocompress.models import get_model
+    from autocompress.pruning import Pruner, Schedule
+
+    model = get_model("tiny_cnn")
+    pruner = Pruner(model, torch.zeros(1, *SHAPE))
+    ratios = {g.name: 0.5 for g in pruner.groups}
+    path = tmp_path / "pruned.pt"
+    save_pruned(path, pruner.prune(ratios), Schedule.from_pruner(pruner, ratios, "tiny_cnn"), "tiny_cnn", 10, 3, SHAPE)
+    rc = main(["latency", "--pruned", str(path), "--runtime", "onnxruntime", "--rounds", "5", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out["model"] == "tiny_cnn" and out["n"] == 5
+    assert 0 < out["macs_ratio"] < 0.6  # half the channels of every group: about a quarter of the MACs
+    assert out["latency_ms"] > 0 and out["baseline_ms"] > 0 and out["spread"] >= 0
+    assert main(["latency", "--pruned", str(path), "--model", "cifar10_resnet20"]) == 2
+    assert "does not match" in capsys.readouterr().err
