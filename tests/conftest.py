@@ -19,6 +19,11 @@ def shared() -> Path:
     return path
 
 
+# Tiny test models gain nothing from intra-op threads, and on a busy 2-core machine extra threads
+# oversubscribe the cores (we saw 20x slowdowns); tests that measure threads set them explicitly.
+torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
-def _seed_and_threads() -> None:
+def _seed() -> None:
     torch.manual_seed(0)

@@ -23,7 +23,6 @@ from autocompress.envs import features
 from autocompress.envs.constraints import BudgetWall
 from autocompress.envs.rewards import LATENCY_REWARDS, Outcome, get_reward
 from autocompress.measure.accuracy import evaluate_tensors
-from autocompress.measure.flops import CostModel
 from autocompress.pruning import Pruner, recalibrate_bn
 
 
@@ -107,7 +106,7 @@ class NetCompressEnv(gym.Env):
                 f"{model_name}: no prunable channel group found (scope={cfg.prune.scope!r}); "
                 "try env.prune.scope: all, or a model with convolutions."
             )
-        self.cost_model = CostModel(self.pruner.layer_specs)
+        self.cost_model = self.pruner.cost_model
         self._out_group = {spec.name: spec.out_group for spec in self.pruner.layer_specs}
         self.lut = lut
         self.meter = None

@@ -1,0 +1,164 @@
+"""NetCompressEnv: Gymnasium contract, budget wall on real pruning, determinism, errors, SB3."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+
+from autocompress.config import ConfigError, EnvConfig, PruneConfig, dump_config, load_config
+from autocompress.envs import ENV_ID, DiscreteActions, EnvData, NetCompressEnv
+from autocompress.measure.flops import count_macs_params
+from autocompress.models import get_model
+
+
+def tiny_data(n: int = 32, shape=(3, 16, 16), seed: int = 0) -> EnvData:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, *shape, generator=g)
+    y = torch.randint(0, 10, (n,), generator=g)
+    return EnvData(val_images=x, val_labels=y, calib_images=torch.randn(64, *shape, generator=g))
+
+
+def tiny_env(**env_kwargs) -> NetCompressEnv:
+    torch.manual_seed(0)
+    model = get_model("tiny_cnn", num_classes=10, in_channels=3)
+    return NetCompressEnv(model, tiny_data(), EnvConfig(**env_kwargs), model_name="tiny_cnn")
+
+
+def rollout(env: gym.Env, actions: np.ndarray, seed: int = 0):
+    obs, _ = env.reset(seed=seed)
+    observations, rewards = [obs], []
+    for a in actions:
+        obs, reward, terminated, truncated, info = env.step(a)
+        observations.append(obs)
+        rewards.append(reward)
+        if terminated:
+            return np.stack(observations), rewards, info
+    raise AssertionError("episode did not terminate after one step per group")
+
+
+def test_check_env_passes():
+    check_env(tiny_env(), skip_render_check=True)
+
+
+def test_check_env_passes_with_discrete_wrapper():
+    env = DiscreteActions(tiny_env(), bins=5)
+    assert env.action_space == gym.spaces.Discrete(5)
+    check_env(env, skip_render_check=True)
+
+
+def test_episode_shape_rewards_and_info():
+    env = tiny_env(budget=0.5)
+    n = len(env.groups)
+    obs_seq, rewards, info = rollout(env, np.full((n, 1), 0.3, np.float32))
+    assert len(rewards) == n and all(r == 0.0 for r in rewards[:-1])
+    assert obs_seq.dtype == np.float32 and ((obs_seq >= 0) & (obs_seq <= 1)).all()
+    for key in ("schedule", "top1", "latency_ms", "speedup", "macs", "macs_ratio", "params", "params_ratio", "timing"):
+        assert key in info
+    assert set(info["schedule"]) == set(env.group_names)
+    assert rewards[-1] == pytest.approx(info["top1"] / 100)
+    assert info["macs_ratio"] <= 0.5 + 1e-9
+
+
+def test_same_seed_same_rollout_in_flops_mode():
+    actions = np.random.default_rng(1).uniform(0, 1, size=(50, 1)).astype(np.float32)
+    a = rollout(tiny_env(), actions, seed=3)
+    b = rollout(tiny_env(), actions, seed=3)
+    np.testing.assert_array_equal(a[0], b[0])
+    assert a[1] == b[1] and a[2]["schedule"] == b[2]["schedule"] and a[2]["top1"] == b[2]["top1"]
+
+
+def test_identical_policies_are_served_from_the_cache():
+    env = tiny_env()
+    n = len(env.groups)
+    first = rollout(env, np.full((n, 1), 0.5, np.float32))[2]
+    second = rollout(env, np.full((n, 1), 0.5, np.float32))[2]
+    assert not first["cached"] and second["cached"] and second["top1"] == first["top1"]
+
+
+def test_random_episodes_on_resnet20_meet_the_macs_budget():
+    torch.manual_seed(0)
+    model = get_model("cifar10_resnet20")
+    data = tiny_data(n=8, shape=(3, 32, 32))
+    env = NetCompressEnv(model, data, EnvConfig(budget=0.5, eval_batch_size=8), model_name="cifar10_resnet20")
+    base_macs, _ = count_macs_params(model, data.val_images[:1])
+    rng = np.random.default_rng(0)
+    for episode in range(200):
+        _, _, info = rollout(env, rng.uniform(0, 1, size=(len(env.groups), 1)).astype(np.float32), seed=episode)
+        assert info["macs_ratio"] <= 0.5 + 1e-9, f"episode {episode} broke the budget: {info['macs_ratio']}"
+        if episode % 50 == 0:  # the analytic count agrees with the physically pruned network
+            pruned = env.pruner.prune(info["schedule"])
+            assert count_macs_params(pruned, data.val_images[:1])[0] == info["macs"]
+            assert info["macs"] / base_macs <= 0.5 + 1e-9
+
+
+def test_bn_recalibration_and_measured_latency():
+    env = tiny_env(bn_recalib_batches=2, bn_recalib_batch_size=16, latency_mode="measured",
+                   latency=replace(EnvConfig().latency, rounds=3, warmup=1))
+    _, _, info = rollout(env, np.full((len(env.groups), 1), 0.6, np.float32))
+    assert info["latency_ms"] > 0 and info["baseline_latency_ms"] > 0 and info["speedup"] > 0
+    assert info["timing"]["recalib_s"] > 0 and info["timing"]["latency_s"] > 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"reward": "speed"}, "unknown reward"),
+        ({"reward": "acc_latency"}, "needs latency"),
+        ({"budget": 0.01, "max_ratio": 0.3}, "unreachable"),
+        ({"bn_recalib_batches": 1}, None),  # fine: calibration images are present
+    ],
+)
+def test_configuration_errors_at_construction(kwargs, message):
+    if message is None:
+        tiny_env(**kwargs)
+        return
+    with pytest.raises(ConfigError, match=message):
+        tiny_env(**kwargs)
+
+
+def test_empty_validation_set_and_model_without_groups():
+    data = tiny_data()
+    empty = EnvData(val_images=data.val_images[:0], val_labels=data.val_labels[:0])
+    with pytest.raises(ConfigError, match="validation set is empty"):
+        NetCompressEnv(get_model("tiny_cnn"), empty, EnvConfig())
+    linear_only = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 10))
+    with pytest.raises(ConfigError, match="no prunable channel group"):
+        NetCompressEnv(linear_only, data, EnvConfig())
+    no_calib = EnvData(val_images=data.val_images, val_labels=data.val_labels)
+    with pytest.raises(ConfigError, match="calibration images"):
+        NetCompressEnv(get_model("tiny_cnn"), no_calib, EnvConfig(bn_recalib_batches=1))
+
+
+def test_internal_scope_exposes_fewer_groups():
+    all_groups = tiny_env(prune=PruneConfig(scope="all"))
+    internal = tiny_env(prune=PruneConfig(scope="internal"))
+    assert 0 < len(internal.groups) < len(all_groups.groups)
+
+
+def test_gymnasium_make_from_a_config_file(tmp_path):
+    cfg = load_config({
+        "model": {"name": "tiny_cnn"},
+        "data": {"name": "digits", "val_size": 100},
+        "env": {"val_images": 50, "budget": 0.6},
+    })
+    path = tmp_path / "exp.yaml"
+    path.write_text(dump_config(cfg))
+    env = gym.make(ENV_ID, config=str(path))
+    assert isinstance(env.unwrapped, NetCompressEnv)
+    obs, _ = env.reset(seed=0)
+    assert env.observation_space.contains(obs)
+
+
+def test_stable_baselines3_td3_runs_on_the_env():
+    sb3 = pytest.importorskip("stable_baselines3")
+    env = tiny_env()
+    model = sb3.TD3("MlpPolicy", env, learning_starts=50, train_freq=10, gradient_steps=2, seed=0, verbose=0,
+                    policy_kwargs={"net_arch": [32, 32]})
+    model.learn(total_timesteps=300)
+    action, _ = model.predict(env.reset(seed=0)[0], deterministic=True)
+    assert env.action_space.contains(action)
