@@ -193,7 +193,8 @@ def analyze_model(model: nn.Module, example_inputs: torch.Tensor) -> GroupAnalys
     model.eval()
     try:
         calls, out_t = _record_calls(model, x)
-        dg = tp.DependencyGraph().build_dependency(model, x, verbose=False)
+        with torch.enable_grad():  # Torch-Pruning traces autograd nodes; callers may be under no_grad
+            dg = tp.DependencyGraph().build_dependency(model, x, verbose=False)
     except PruneError:
         raise
     except Exception as exc:  # tracing failures surface deep in torch; name the model instead

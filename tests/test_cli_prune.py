@@ -1,0 +1,85 @@
+"""CLI `schedule uniform` meets its budget; `apply` validates, prunes and saves a loadable model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from autocompress.cli import main
+from autocompress.export import load_pruned
+from autocompress.measure.flops import count_macs_params
+from autocompress.models import get_model
+from autocompress.pruning import Schedule, apply_schedule
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # 2 threads on a shared 2-core machine are 10x slower, not faster
+    yield
+    torch.set_num_threads(n)
+
+
+def _run(capsys, *argv: str) -> tuple[int, dict]:
+    code = main(list(argv))
+    out = capsys.readouterr().out.strip()
+    return code, (json.loads(out) if out.startswith("{") else {})
+
+
+@pytest.mark.parametrize("scope", ["all", "internal"])
+def test_uniform_resnet56_half_macs_within_2_percent(capsys, tmp_path, scope):
+    out = tmp_path / "s.json"
+    code, res = _run(capsys, "schedule", "uniform", "--model", "cifar10_resnet56", "--flops", "0.5",
+                     "--scope", scope, "--out", str(out), "--json")
+    assert code == 0
+    assert 0.49 <= res["macs_ratio"] <= 0.5  # met, and within 2% of the target
+    schedule = Schedule.load(out)
+    assert schedule.budget == {"kind": "macs", "fraction": 0.5}
+    assert len(schedule.groups) == 30  # every group listed; out-of-scope ones at ratio 0
+    assert sum(g.prune_ratio > 0 for g in schedule.groups) == (30 if scope == "all" else 27)
+
+
+def test_uniform_params_budget_and_round_to(capsys, tmp_path):
+    code, res = _run(capsys, "schedule", "uniform", "--model", "tiny_cnn", "--params", "0.6", "--round-to", "4",
+                     "--input-shape", "3,16,16", "--out", str(tmp_path / "s.json"), "--json")
+    assert code == 0 and res["params_ratio"] <= 0.6
+    kept = Schedule.load(tmp_path / "s.json").kept_channels()
+    assert all(k % 4 == 0 for k in kept.values())
+
+
+def test_unreachable_budget_is_a_clear_error(capsys, tmp_path):
+    code = main(["schedule", "uniform", "--model", "tiny_cnn", "--flops", "0.0001", "--max-ratio", "0.5",
+                 "--out", str(tmp_path / "s.json")])
+    assert code == 2
+    assert "cannot reach" in capsys.readouterr().err
+    assert not (tmp_path / "s.json").exists()
+
+
+def test_apply_saves_a_model_that_loads_with_the_same_outputs(capsys, tmp_path, shared):
+    sched, pruned_path = tmp_path / "s.json", tmp_path / "p.pt"
+    weights = shared / "models" / "cifar10_resnet20.pth"
+    assert _run(capsys, "schedule", "uniform", "--model", "cifar10_resnet20", "--flops", "0.5",
+                "--out", str(sched), "--json")[0] == 0
+    code, res = _run(capsys, "apply", "--model", "cifar10_resnet20", "--weights", str(weights), "--schedule",
+                     str(sched), "--out", str(pruned_path), "--json")
+    assert code == 0 and res["macs_ratio"] <= 0.5
+    model, _ = load_pruned(pruned_path)
+    x = torch.randn(2, 3, 32, 32)
+    assert count_macs_params(model, x)[0] == res["macs"]
+    base = get_model("cifar10_resnet20", weights=weights).eval()
+    expected = apply_schedule(base, Schedule.load(sched), x).eval()  # the pretrained weights, L1-pruned
+    with torch.no_grad():
+        assert torch.equal(model(x), expected(x))
+
+
+def test_apply_rejects_a_schedule_for_another_model(capsys, tmp_path):
+    sched = tmp_path / "s.json"
+    assert main(["schedule", "uniform", "--model", "tiny_cnn", "--flops", "0.5", "--out", str(sched)]) == 0
+    capsys.readouterr()
+    code = main(["apply", "--model", "cifar10_resnet20", "--schedule", str(sched), "--out", str(tmp_path / "p.pt")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "does not fit this model" in err and "groups not in this model" in err
+    assert not (tmp_path / "p.pt").exists()
