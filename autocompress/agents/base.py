@@ -1,7 +1,10 @@
 """The agent protocol, and the episode bookkeeping that every learning agent shares.
 
 AMC's credit assignment: the environment pays a reward only at the end of an episode; every
-transition of the episode gets that final reward minus a moving-average baseline, then goes to replay.
+transition of the episode gets that final reward, minus a moving-average baseline of final rewards.
+As in AMC's code, the raw final reward is what goes to replay and the baseline is subtracted when a
+batch is sampled: a baseline frozen in at insertion time would make an old mediocre episode look
+better than a new good one once the baseline has risen, and the critic would learn contradictory targets.
 """
 
 from __future__ import annotations
@@ -49,10 +52,9 @@ class Agent(Protocol):
 
 
 class EpisodeCredit:
-    """Buffers an episode's transitions and hands out final-reward-minus-baseline credit.
+    """Buffers an episode's transitions until it ends; keeps the moving-average baseline.
 
-    The baseline is a moving average of past final rewards (initialised with the first one), so the
-    first episode's credit is 0 and later credits say "better or worse than usual".
+    The baseline is an exponential moving average of final rewards, started at the first one.
     """
 
     def __init__(self, decay: float) -> None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import ndtr, ndtri
+import torch
+from torch.special import ndtr, ndtri
 
 
 def truncated_normal(
@@ -13,10 +14,10 @@ def truncated_normal(
     mu = np.clip(np.asarray(mu, dtype=np.float64), low, high)
     if sigma <= 0:
         return mu
-    a = ndtr((low - mu) / sigma)
-    b = ndtr((high - mu) / sigma)
+    a = ndtr(torch.from_numpy((low - mu) / sigma)).numpy()
+    b = ndtr(torch.from_numpy((high - mu) / sigma)).numpy()
     u = a + rng.random(mu.shape) * (b - a)
-    x = mu + sigma * ndtri(np.clip(u, 1e-12, 1 - 1e-12))
+    x = mu + sigma * ndtri(torch.from_numpy(np.clip(u, 1e-12, 1 - 1e-12))).numpy()
     return np.clip(x, low, high)
 
 
