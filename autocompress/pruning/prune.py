@@ -145,12 +145,12 @@ class Pruner:
                 )
             removed, refits = self._reconstruct(kept, removed, calib_images)
         model = copy.deepcopy(self._snapshot)
-        self._apply(model, removed)
-        if refits:
+        if refits:  # full-size refit weights, written before the plan slices them
             modules = dict(model.named_modules())
             with torch.no_grad():
                 for name, weight in refits.items():
-                    modules[name].weight.data = weight.to(modules[name].weight.dtype).contiguous()
+                    modules[name].weight.copy_(weight)
+        self._apply(model, removed)
         return model
 
     def _reconstruct(
