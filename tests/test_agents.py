@@ -171,6 +171,7 @@ def test_agents_follow_protocol(kind: str) -> None:
     }[kind]
     assert set(metrics) == expected
     assert all(np.isfinite(v) for v in metrics.values())
+    assert "agent/critic_loss" not in agent.update()  # no new episode, no gradient steps
 
 
 def test_final_reward_goes_to_every_transition_and_baseline_is_a_moving_average() -> None:

@@ -80,7 +80,7 @@ class DDPGAgent:
         }
         n = self._last_steps * self.cfg.updates_per_step
         self._last_steps = 0
-        if self._episode < self.cfg.warmup_episodes or len(self.replay) < self.cfg.batch_size:
+        if n == 0 or self._episode < self.cfg.warmup_episodes or len(self.replay) < self.cfg.batch_size:
             return metrics
         sums = np.zeros(3)
         for _ in range(n):
@@ -88,7 +88,7 @@ class DDPGAgent:
         metrics.update(
             zip(
                 ("agent/critic_loss", "agent/actor_loss", "agent/q_mean"),
-                (sums / max(n, 1)).tolist(),
+                (sums / n).tolist(),
                 strict=True,
             )
         )

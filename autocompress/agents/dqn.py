@@ -70,12 +70,12 @@ class DQNAgent:
         metrics = {"agent/epsilon": self.epsilon, "agent/reward_baseline": self.baseline}
         n = self._last_steps * self.cfg.updates_per_step
         self._last_steps = 0
-        if self._episode < self.cfg.warmup_episodes or len(self.replay) < self.cfg.batch_size:
+        if n == 0 or self._episode < self.cfg.warmup_episodes or len(self.replay) < self.cfg.batch_size:
             return metrics
         sums = np.zeros(2)
         for _ in range(n):
             sums += self._gradient_step()
-        metrics.update(zip(("agent/critic_loss", "agent/q_mean"), (sums / max(n, 1)).tolist(), strict=True))
+        metrics.update(zip(("agent/critic_loss", "agent/q_mean"), (sums / n).tolist(), strict=True))
         return metrics
 
     def _gradient_step(self) -> tuple[float, float]:
