@@ -45,6 +45,7 @@ def with_overrides(cfg: ExperimentConfig, out_dir: str | None, episodes: int | N
 def build(cfg: ExperimentConfig, progress: bool = True) -> tuple[NetCompressEnv, DataBundle]:
     """Data, model and environment for one experiment (each built once)."""
     bundle = load_data(cfg.data)
+    torch.manual_seed(cfg.search.seed)  # the same config always starts from the same network
     model = build_model(cfg, bundle)
     if cfg.pretrain is not None and cfg.model.weights is None:
         model = pretrained_baseline(cfg, model, bundle, progress)
@@ -61,7 +62,6 @@ def pretrained_baseline(cfg: ExperimentConfig, model: nn.Module, bundle: DataBun
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         return model.eval()
     _say(progress, f"training the baseline {cfg.model.name} on {cfg.data.name} for {cfg.pretrain.epochs} epoch(s)")
-    torch.manual_seed(cfg.search.seed)
     train(model, bundle, cfg.pretrain, progress=progress)
     atomic_torch_save(path, model.state_dict())
     return model.eval()

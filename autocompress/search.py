@@ -53,18 +53,23 @@ def machine_description() -> str:
 
 
 def uniform_action(env: NetCompressEnv) -> float:
-    """The action whose prune ratio, applied to every group, just meets the budget (bisection)."""
-    lo, hi = 0.0, 1.0
-    target = env.wall.target
-    if env._resource(dict.fromkeys(env.group_names, env.prune_ratio_of(0.0))) <= target:
+    """The action whose prune ratio, applied to every group, just meets the budget (bisection).
+
+    Actions are float32 in the env's Box, so feasibility is checked on float32-rounded actions:
+    otherwise rounding would push the policy over the budget and the wall would bend it.
+    """
+
+    def meets(action: float) -> bool:
+        ratio = env.prune_ratio_of(float(np.float32(action)))
+        return env._resource(dict.fromkeys(env.group_names, ratio)) <= env.wall.target
+
+    if meets(0.0):
         return 0.0
+    lo, hi = 0.0, 1.0
     for _ in range(30):
         mid = 0.5 * (lo + hi)
-        if env._resource(dict.fromkeys(env.group_names, env.prune_ratio_of(mid))) <= target:
-            hi = mid
-        else:
-            lo = mid
-    return hi
+        lo, hi = (lo, mid) if meets(mid) else (mid, hi)
+    return float(np.float32(hi))
 
 
 def make_agent(cfg: ExperimentConfig, env: NetCompressEnv) -> tuple[Any, gym.Env]:
@@ -180,7 +185,11 @@ class Search:
                 return {"episode": self.episode, "reward": float(reward), **info}
 
     def run(self, progress: bool = True, stop_after: int | None = None) -> SearchResult:
-        """Play episodes until `search.episodes` (or `stop_after` more, for tests of resume)."""
+        """Play episodes until `search.episodes`.
+
+        `stop_after` plays only that many more and returns without a final checkpoint, as a killed
+        run would (used to test resume).
+        """
         total = self.cfg.search.episodes
         end = total if stop_after is None else min(total, self.episode + stop_after)
         log = RunLogger(self.run_dir, start_episode=self.episode)
@@ -204,7 +213,7 @@ class Search:
                 self.episode += 1
                 bar.update(1)
                 bar.set_postfix(_postfix(self.best), refresh=False)
-                if self.episode % self.cfg.search.checkpoint_every == 0 or self.episode == end:
+                if self.episode % self.cfg.search.checkpoint_every == 0 or self.episode == total:
                     self._save_checkpoint()
         finally:
             bar.close()

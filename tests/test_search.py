@@ -1,0 +1,93 @@
+"""The search loop: run folder, resume equivalence, baselines, and the quickstart end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from autocompress.config import load_config
+from autocompress.pipeline import build, run_experiment
+from autocompress.pruning import Schedule
+from autocompress.search import BEST_SCHEDULE, CHECKPOINT, Search, SearchError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def small_config(out_dir: Path, agent: str = "ddpg", episodes: int = 12):
+    return load_config({
+        "name": "test",
+        "model": {"name": "tiny_cnn"},
+        "data": {"name": "digits", "val_size": 120},
+        "pretrain": {"epochs": 2, "lr": 0.05},
+        "env": {"budget": 0.5, "val_images": 120, "latency_mode": "flops"},
+        "search": {"agent": agent, "episodes": episodes, "seed": 3, "out_dir": str(out_dir), "checkpoint_every": 4},
+        "ddpg": {"warmup_episodes": 4, "batch_size": 16},
+        "dqn": {"warmup_episodes": 4, "batch_size": 16, "bins": 5},
+    })
+
+
+def history(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("agent", ["ddpg", "dqn"])
+def test_killed_and_resumed_search_equals_uninterrupted(tmp_path, agent):
+    straight = small_config(tmp_path / "straight", agent)
+    run_experiment(straight, progress=False, finalize_run=False)
+
+    killed = small_config(tmp_path / "killed", agent)
+    env, _ = build(killed, progress=False)
+    Search(killed, env, tmp_path / "killed").run(progress=False, stop_after=7)  # checkpoint at 4, killed at 7
+    assert torch.load(tmp_path / "killed" / CHECKPOINT, weights_only=False)["episode"] == 4
+    run_experiment(killed, resume=True, progress=False, finalize_run=False)
+
+    a, b = history(tmp_path / "straight"), history(tmp_path / "killed")
+    assert [h["episode"] for h in b] == list(range(12)), "an episode was lost or run twice"
+    assert [h["reward"] for h in a] == [h["reward"] for h in b]
+    assert Schedule.load(tmp_path / "straight" / BEST_SCHEDULE).to_json() == Schedule.load(
+        tmp_path / "killed" / BEST_SCHEDULE).to_json()
+
+
+def test_run_folder_guards(tmp_path):
+    cfg = small_config(tmp_path / "run", episodes=2)
+    run_experiment(cfg, progress=False, finalize_run=False)
+    env, _ = build(cfg, progress=False)
+    with pytest.raises(SearchError, match="--resume"):
+        Search(cfg, env, tmp_path / "run")
+    with pytest.raises(SearchError, match="no checkpoint.pt"):
+        Search(cfg, env, tmp_path / "elsewhere", resume=True)
+    (tmp_path / "run" / CHECKPOINT).write_bytes(b"not a checkpoint")
+    with pytest.raises(SearchError, match="unreadable"):
+        Search(cfg, env, tmp_path / "run", resume=True)
+
+
+def test_uniform_and_random_baselines_meet_the_budget(tmp_path):
+    for agent in ("uniform", "random"):
+        summary = run_experiment(small_config(tmp_path / agent, agent, episodes=5), progress=False, finalize_run=False)
+        assert summary["best"]["macs_ratio"] <= 0.5 + 1e-9
+    uniform = Schedule.load(tmp_path / "uniform" / BEST_SCHEDULE)
+    ratios = set(round(r, 6) for r in uniform.prune_ratios().values())
+    assert len(ratios) == 1, "the uniform baseline prunes every group alike"
+
+
+def test_quickstart_end_to_end(tmp_path):
+    """The README's main job, exactly as a user runs it (about 2 minutes on 2 cores)."""
+    out = tmp_path / "quickstart"
+    cmd = [sys.executable, "-m", "autocompress.cli", "search", str(REPO / "experiments/quickstart.yaml"), "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout)
+    assert list((out / "tb").glob("events.out.tfevents.*")), "no TensorBoard events"
+    schedule = Schedule.load(out / BEST_SCHEDULE)
+    assert summary["pruned"]["macs"] <= 0.5 * summary["baseline"]["macs"] * 1.0001
+    assert summary["baseline"]["top1"] > 80, "the quickstart baseline should learn the digits"
+    check = ("from autocompress.export import load_pruned; import torch; m, s = load_pruned(r'%s'); "
+             "print(m(torch.zeros(1, 1, 16, 16)).shape[-1], len(s.groups))" % (out / "pruned_model.pt"))
+    loaded = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    assert loaded.stdout.split() == ["10", str(len(schedule.groups))]
