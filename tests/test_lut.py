@@ -54,6 +54,10 @@ def test_default_choices_cover_the_range() -> None:
     assert default_choices(16) == [2, 4, 6, 8, 10, 12, 14, 16]
     assert default_choices(64)[-1] == 64 and default_choices(64)[0] == 8
     assert default_choices(3) == [1, 2, 3]
+    assert default_choices(16, round_to=8) == [8, 16]
+    wide = default_choices(96, round_to=8)
+    assert len(wide) == 8 and wide[-1] == 96 and all(c % 8 == 0 for c in wide)
+    assert default_choices(20, round_to=8) == [8, 16, 20]  # the full count is kept even off the multiple
 
 
 def test_build_records_settings_and_grid(lut: LatencyLUT) -> None:
@@ -197,6 +201,10 @@ def test_cli_lut_build_for_a_zoo_model(tmp_path: Path, capsys: pytest.CaptureFix
     specs = Pruner(get_model("tiny_cnn"), torch.zeros(1, *SHAPE)).layer_specs
     lut = LatencyLUT.load(out, specs, LatencyConfig(rounds=3, warmup=1), SHAPE)
     assert lut.data["model_name"] == "tiny_cnn"
+    assert main(["lut", "check", "--model", "tiny_cnn", "--lut", str(out), "--samples", "2", "--json"]) == 0
+    check = json.loads(capsys.readouterr().out)
+    assert check["n"] == 2 and len(check["rows"]) == 2
+    assert all(r["predicted_speedup"] > 1 and r["measured_speedup"] > 0 for r in check["rows"])
     with pytest.raises(LUTError, match="built for tiny_cnn"):
         LatencyLUT.load(out, Pruner(get_model("cifar10_resnet20"), torch.zeros(1, *SHAPE)).layer_specs)
 

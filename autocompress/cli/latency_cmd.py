@@ -71,10 +71,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_model_args(b, model_required=True)
     b.add_argument("--out", required=True, help="where to write the table (JSON)")
     b.add_argument("--choices", type=int, default=8, help="kept-channel counts timed per group")
+    b.add_argument("--round-to", type=int, default=1,
+                   help="time kept counts that are multiples of this (use the pruning's round_to, e.g. 8)")
     b.add_argument("--scope", choices=("all", "internal"), default="all", help="which groups can be pruned")
     _add_timing_args(b, rounds=20)
     b.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     b.set_defaults(func=run_lut_build)
+
+    c = lsub.add_parser("check", help="prediction error of a table against whole-model timing",
+                        description="Prune the model to random per-group ratios (seeded), time each pruned copy "
+                        "against the unpruned model with the table's settings, and compare with the table's "
+                        "predicted latency and speedup.")
+    _add_model_args(c, model_required=True)
+    c.add_argument("--lut", required=True, help="the table (JSON) to check")
+    c.add_argument("--samples", type=int, default=5, help="pruned models to time")
+    c.add_argument("--max-ratio", type=float, default=0.8, help="largest random prune ratio per group")
+    c.add_argument("--round-to", type=int, default=1, help="kept counts rounded to multiples of this")
+    c.add_argument("--scope", choices=("all", "internal"), default="all", help="which groups are pruned")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--rounds", type=int, default=None, help="timed pairs per sample (default: the table's)")
+    c.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    c.set_defaults(func=run_lut_check)  # fmt: skip
 
 
 def _latency_config(args: argparse.Namespace) -> LatencyConfig:
@@ -121,6 +138,13 @@ def _load_models(args: argparse.Namespace) -> tuple[nn.Module, nn.Module | None,
     return base, pruned, name, shape
 
 
+def _zoo_model(args: argparse.Namespace, shape: tuple[int, int, int]) -> nn.Module:
+    from autocompress.models import get_model
+
+    model = get_model(args.model, num_classes=args.num_classes or 10, weights=args.weights, in_channels=shape[0])
+    return model.eval()
+
+
 def _macs(model: nn.Module, shape: tuple[int, int, int]) -> int:
     from autocompress.measure.flops import count_macs_params
 
@@ -157,20 +181,17 @@ def run_latency(args: argparse.Namespace) -> int:
 def run_lut_build(args: argparse.Namespace) -> int:
     """Handler of `autocompress lut build`."""
     from autocompress.measure.lut import LatencyLUT
-    from autocompress.models import get_model
     from autocompress.pruning import Pruner
 
     cfg = _latency_config(args)
     if args.choices < 1:
         raise AutocompressError(f"--choices must be >= 1, got {args.choices}.")
     shape = args.input_shape or (3, 32, 32)
-    model = get_model(args.model, num_classes=args.num_classes or 10, weights=args.weights, in_channels=shape[0])
-    model.eval()
-    example = torch.zeros(1, *shape)
-    specs = Pruner(model, example, PruneConfig(scope=args.scope)).layer_specs
+    model = _zoo_model(args, shape)
+    specs = Pruner(model, torch.zeros(1, *shape), PruneConfig(scope=args.scope)).layer_specs
     t0 = time.perf_counter()
     lut = LatencyLUT.build(specs, shape, cfg, model=model, model_name=args.model,
-                           n_choices=args.choices, progress=True)  # fmt: skip
+                           n_choices=args.choices, round_to=args.round_to, progress=True)  # fmt: skip
     path = lut.save(args.out)
     layers = lut.data["layers"]
     result = {
@@ -191,4 +212,45 @@ def run_lut_build(args: argparse.Namespace) -> int:
     else:
         for k, v in result.items():
             print(f"{k:12s} {v}")
+    return 0
+
+
+def run_lut_check(args: argparse.Namespace) -> int:
+    """Handler of `autocompress lut check`."""
+    import dataclasses
+
+    import numpy as np
+
+    from autocompress.measure.latency import LatencyMeter
+    from autocompress.measure.lut import LatencyLUT
+    from autocompress.pruning import Pruner
+
+    if args.samples < 1 or not 0 < args.max_ratio < 1:
+        raise AutocompressError("--samples must be >= 1 and --max-ratio in (0, 1).")
+    shape = args.input_shape or (3, 32, 32)
+    model = _zoo_model(args, shape)
+    pcfg = PruneConfig(scope=args.scope, round_to=args.round_to)
+    validate(pcfg, "prune")
+    pruner = Pruner(model, torch.zeros(1, *shape), pcfg)
+    lut = LatencyLUT.load(args.lut, pruner.layer_specs, input_shape=shape)
+    cfg = lut.latency_config
+    if args.rounds is not None:
+        cfg = dataclasses.replace(cfg, rounds=args.rounds)
+        validate(cfg, "latency")
+    rng = np.random.default_rng(args.seed)
+    samples = []
+    for i in range(args.samples):
+        ratios = {g.name: (args.max_ratio / 2 if i == 0 else float(rng.uniform(0, args.max_ratio)))
+                  for g in pruner.groups}  # fmt: skip
+        samples.append((pruner.kept_channels(ratios), pruner.prune(ratios)))
+    print(f"timing {len(samples)} pruned {args.model} against the unpruned one ({cfg.runtime})...", file=sys.stderr)
+    report = lut.prediction_error(samples, LatencyMeter(cfg, shape), baseline=model)
+    result = {"lut": args.lut, "model": args.model, **dataclasses.asdict(report)}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"samples {report.n}: |error| of latency mean {report.mean_abs_rel_error:.1%}, max "
+              f"{report.max_abs_rel_error:.1%}; |error| of speedup mean {report.speedup_mean_abs_rel_error:.1%}")
+        for r in report.rows:
+            print(f"  predicted {r['predicted_speedup']:.3f}x measured {r['measured_speedup']:.3f}x")
     return 0

@@ -75,9 +75,12 @@ def machine_info() -> dict[str, str]:
     return info
 
 
-def default_choices(full: int, n: int = DEFAULT_CHOICES) -> list[int]:
-    """`n` evenly spaced kept counts from full/n to full (rounded, deduplicated, full count included)."""
-    return sorted({max(1, round(full * k / n)) for k in range(1, n + 1)} | {full})
+def default_choices(full: int, n: int = DEFAULT_CHOICES, round_to: int = 1) -> list[int]:
+    """`n` evenly spaced kept counts from full/n to full (deduplicated, full count included), rounded to
+    multiples of `round_to`: with the Pruner's `round_to`, its kept counts then fall on grid points, so the
+    table sees the kernel-speed steps at multiples of 8 that interpolation between points would miss."""
+    step = max(1, round_to)
+    return sorted({min(full, max(step, round(full * k / n / step) * step)) for k in range(1, n + 1)} | {full})
 
 
 def _spec_key(s: Any) -> list[Any]:
@@ -222,12 +225,14 @@ class LatencyLUT:
         model: nn.Module | None = None,
         model_name: str | None = None,
         n_choices: int = DEFAULT_CHOICES,
+        round_to: int = 1,
         progress: bool = True,
     ) -> LatencyLUT:
         """Time every conv / linear layer of `layer_specs` over a grid of kept channel counts.
 
         `channel_choices` maps a group name to the kept counts to time (the full count is always added);
-        other groups get `n_choices` evenly spaced counts. Layers of identical shape and grid are timed
+        other groups get `n_choices` evenly spaced counts, multiples of `round_to` (pass the
+        PruneConfig's). Layers of identical shape and grid are timed
         once. With `model` (the unpruned network the specs describe), the constant for the untimed rest
         of the network is calibrated on it; otherwise it is 0 until `calibrate(model)` is called.
         """
@@ -238,7 +243,7 @@ class LatencyLUT:
             )
         input_shape = check_input_shape(input_shape)
         sizes = group_sizes(layer_specs)
-        grids = cls._grids(sizes, channel_choices, n_choices)
+        grids = cls._grids(sizes, channel_choices, n_choices, round_to)
         entries = cls._entries(layer_specs, sizes, grids)
         if not entries:
             raise LUTError("the layer specs contain no conv or linear layer to time.")
@@ -267,7 +272,7 @@ class LatencyLUT:
 
     @staticmethod
     def _grids(
-        sizes: Mapping[str, int], channel_choices: Mapping[str, Sequence[int]] | None, n: int
+        sizes: Mapping[str, int], channel_choices: Mapping[str, Sequence[int]] | None, n: int, round_to: int
     ) -> dict[str, list[int]]:
         choices = dict(channel_choices or {})
         unknown = sorted(set(choices) - set(sizes))
@@ -277,7 +282,7 @@ class LatencyLUT:
         for g, full in sizes.items():
             given = choices.get(g)
             if given is None:
-                grids[g] = default_choices(full, n)
+                grids[g] = default_choices(full, n, round_to)
                 continue
             bad = [c for c in given if not (isinstance(c, int) and 1 <= c <= full)]
             if bad:
