@@ -162,3 +162,27 @@ def test_stable_baselines3_td3_runs_on_the_env():
     model.learn(total_timesteps=300)
     action, _ = model.predict(env.reset(seed=0)[0], deterministic=True)
     assert env.action_space.contains(action)
+
+
+def test_latency_budget_from_the_lookup_table_is_met(tmp_path):
+    from autocompress.envs.factory import load_or_build_lut
+
+    cfg = load_config({
+        "model": {"name": "tiny_cnn"},
+        "env": {"budget_kind": "latency", "budget": 0.9, "latency_mode": "lut", "reward": "acc_latency",
+                "lut_path": str(tmp_path / "lut.json"), "latency": {"rounds": 3, "warmup": 1}},
+    })
+    torch.manual_seed(0)
+    model = get_model("tiny_cnn")
+    data = tiny_data()
+    lut = load_or_build_lut(cfg, model, data.val_images[:1])
+    assert (tmp_path / "lut.json").is_file()
+    env = NetCompressEnv(model, data, cfg.env, lut=lut)
+    rng = np.random.default_rng(0)
+    for episode in range(20):
+        _, _, info = rollout(env, rng.uniform(0, 1, size=(len(env.groups), 1)).astype(np.float32), seed=episode)
+        assert info["latency_ms"] <= 0.9 * env.base_lut_ms * (1 + 1e-9)
+        assert info["speedup"] >= 1 / 0.9 - 1e-9
+    # a second build reads the saved table instead of timing again
+    again = load_or_build_lut(cfg, model, data.val_images[:1])
+    assert again.predict_ms(env._full_kept) == pytest.approx(lut.predict_ms(env._full_kept))

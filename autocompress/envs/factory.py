@@ -58,14 +58,14 @@ def load_or_build_lut(cfg: ExperimentConfig, model: torch.nn.Module, example: to
     from autocompress.measure.lut import LatencyLUT
     from autocompress.pruning import Pruner
 
-    path = Path(env.lut_path) if env.lut_path else None
-    if path is not None and path.is_file():
-        return LatencyLUT.load(path)
     specs = Pruner(model, example, env.prune).layer_specs
-    lut = LatencyLUT.build(specs, tuple(example.shape[1:]), env.latency)
-    if path is not None:
-        lut.save(path)
-    return lut
+    shape = tuple(example.shape[1:])
+    # The grid holds the channel counts the pruner can produce (round_to), and the table is
+    # calibrated on the unpruned model so that its constant term is right.
+    options = {"model": model, "round_to": env.prune.round_to, "model_name": cfg.model.name}
+    if env.lut_path:
+        return LatencyLUT.load_or_build(Path(env.lut_path), specs, shape, env.latency, **options)
+    return LatencyLUT.build(specs, shape, env.latency, **options)
 
 
 def build_env(config: ExperimentConfig | str | os.PathLike[str] | dict[str, Any]) -> Any:
