@@ -214,8 +214,8 @@ def _run(args: argparse.Namespace) -> int:
     print(f"{cfg.model.name}: {len(env.groups)} groups, baseline val top-1 {env.baseline_top1:.2f}% "
           f"on {len(env.data.val_images)} held-out images", file=sys.stderr)
     records = []
-    for method in args.agents:
-        for seed in args.seeds:
+    for seed in args.seeds:  # seed-major: an interrupted job still has whole seeds to compare
+        for method in args.agents:
             print(f"== {method} seed {seed}", file=sys.stderr)
             records.append(run_one(cfg, env, bundle, method, seed, progress))
     per_method = report(records, args.agents)
