@@ -215,10 +215,23 @@ class Search:
                 bar.set_postfix(_postfix(self.best), refresh=False)
                 if self.episode % self.cfg.search.checkpoint_every == 0 or self.episode == total:
                     self._save_checkpoint()
+            if self.episode == total and self.best:
+                log.hparams(_flat(to_dict(self.cfg)), {k: self.best.get(k) for k in ("reward", "top1", "macs_ratio", "speedup")})
         finally:
             bar.close()
             log.close()
         return SearchResult(self.run_dir, self.episode, self.best or {}, self.run_dir / BEST_SCHEDULE)
+
+
+def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config as dotted keys (TensorBoard's hparams want flat scalars)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def _loggable(record: dict[str, Any]) -> dict[str, Any]:

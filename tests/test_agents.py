@@ -23,14 +23,6 @@ DQN_FAST = replace(DQNConfig(), warmup_episodes=20, epsilon_decay_episodes=80, h
 OBS_DIM = 7
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def run_episode(env: gym.Env, agent, explore: bool = True, learn: bool = True) -> tuple[float, list, dict]:
     """One episode; returns the final reward, the actions taken and the update() metrics."""
     obs, _ = env.reset(seed=0)

@@ -14,14 +14,6 @@ from autocompress.models import get_model
 from autocompress.pruning import Schedule, apply_schedule
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # 2 threads on a shared 2-core machine are 10x slower, not faster
-    yield
-    torch.set_num_threads(n)
-
-
 def _run(capsys, *argv: str) -> tuple[int, dict]:
     code = main(list(argv))
     out = capsys.readouterr().out.strip()

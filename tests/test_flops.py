@@ -17,14 +17,6 @@ from autocompress.pruning import Pruner
 X32 = torch.randn(1, 3, 32, 32)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # 2 threads on a shared 2-core machine are 10x slower, not faster
-    yield
-    torch.set_num_threads(n)
-
-
 def _random_ratios(pruner: Pruner, rng: random.Random) -> dict[str, float]:
     return {g.name: rng.uniform(0.0, 0.9) for g in pruner.groups}
 

@@ -12,14 +12,6 @@ from autocompress.pruning.groups import analyze_model
 X32 = torch.randn(1, 3, 32, 32)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # 2 threads on a shared 2-core machine are 10x slower, not faster
-    yield
-    torch.set_num_threads(n)
-
-
 def test_tiny_resnet_groups_names_internal_and_members():
     a = analyze_model(TinyResNet(n=2), X32)
     names = [g.name for g in a.groups]

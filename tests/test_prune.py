@@ -19,14 +19,6 @@ from autocompress.pruning.groups import _OUT_FNS
 X = torch.randn(4, 3, 32, 32)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # 2 threads on a shared 2-core machine are 10x slower, not faster
-    yield
-    torch.set_num_threads(n)
-
-
 def zero_masked(model: nn.Module, pruner: Pruner, kept: dict[str, int]) -> nn.Module:
     """The unpruned model with the removed channels' producers zeroed: weight, bias AND BN scale/shift.
 

@@ -15,14 +15,6 @@ from autocompress.pruning import Pruner, Schedule, ScheduleError, apply_schedule
 X = torch.randn(2, 3, 32, 32)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # 2 threads on a shared 2-core machine are 10x slower, not faster
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def made():
     torch.manual_seed(0)

@@ -91,3 +91,20 @@ def test_quickstart_end_to_end(tmp_path):
     loaded = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
     assert loaded.returncode == 0, loaded.stderr[-2000:]
     assert loaded.stdout.split() == ["10", str(len(schedule.groups))]
+
+
+def test_tensorboard_records_the_named_curves_and_figures(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = small_config(tmp_path / "tb", "ddpg", episodes=6)
+    run_experiment(cfg, progress=False, finalize_run=False)
+    acc = EventAccumulator(str(tmp_path / "tb" / "tb"), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+    acc.Reload()
+    scalars = set(acc.Tags()["scalars"])
+    for tag in ("episode/reward", "episode/accuracy", "episode/macs_ratio", "best/reward", "best/accuracy",
+                "agent/noise_sigma", "agent/critic_loss", "agent/actor_loss", "agent/q_mean", "time/eval_s"):
+        assert tag in scalars, f"{tag} missing from {sorted(scalars)}"
+    assert len(acc.Scalars("episode/reward")) == 6
+    assert "best/policy" in acc.Tags()["images"]
+    assert "config/text_summary" in acc.Tags()["tensors"]
+    assert (tmp_path / "tb" / "tb" / "hparams").is_dir()

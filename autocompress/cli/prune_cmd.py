@@ -9,15 +9,7 @@ from typing import Any
 
 import torch
 
-
-def _shape(text: str) -> tuple[int, int, int]:
-    try:
-        shape = tuple(int(v) for v in text.replace("x", ",").split(","))
-    except ValueError:
-        shape = ()
-    if len(shape) != 3 or min(shape) < 1:
-        raise argparse.ArgumentTypeError(f"expected C,H,W as three positive integers (e.g. 3,32,32), got {text!r}")
-    return shape  # type: ignore[return-value]
+from autocompress.cli.latency_cmd import parse_shape
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -25,7 +17,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default=None, help="state-dict file of the unpruned model")
     p.add_argument("--data", default=None, help="dataset name: sets the input shape and number of classes")
     p.add_argument("--data-root", default=None, help="dataset folder (default $AUTOCOMPRESS_DATA_ROOT or ./data)")
-    p.add_argument("--input-shape", type=_shape, default=None, metavar="C,H,W",
+    p.add_argument("--input-shape", type=parse_shape, default=None, metavar="C,H,W",
                    help="one input image's shape when no --data is given (default 3,32,32)")
     p.add_argument("--num-classes", type=int, default=None, help="classifier outputs (default: the data's, else 10)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")

@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import statistics
-import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from autocompress.atomic import atomic_write_text
 from autocompress.config import AutocompressError, LatencyConfig, to_dict
 from autocompress.measure.latency import LatencyMeter, check_input_shape, time_round_robin, torch_threads
 
@@ -463,17 +463,7 @@ class LatencyLUT:
     # ---- persistence ---------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the table as JSON atomically (temp file in the same folder, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.data, f, indent=1)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return atomic_write_text(path, json.dumps(self.data, indent=1))
 
     @classmethod
     def load(

@@ -12,7 +12,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from autocompress.atomic import atomic_write_text
 from autocompress.config import AutocompressError, PruneConfig
 
 FORMAT = "autocompress.schedule"
@@ -174,20 +174,7 @@ class Schedule:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the JSON atomically (a temp file in the same folder, then rename)."""
-        path = Path(path)
-        text = self.to_json()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return atomic_write_text(path, self.to_json())
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Schedule:
