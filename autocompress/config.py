@@ -307,7 +307,8 @@ def from_dict(cls: type, data: Any, where: str = "config") -> Any:
         raise ConfigError(
             f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; valid keys are {', '.join(fields)}."
         )
-    kwargs = {name: _coerce(value, hints[name], f"{where}.{name}") for name, value in data.items()}
+    sep = " " if where.endswith(":") else "."
+    kwargs = {name: _coerce(value, hints[name], f"{where}{sep}{name}") for name, value in data.items()}
     obj = cls(**kwargs)
     validate(obj, where)
     return obj
@@ -384,7 +385,7 @@ def load_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> Experimen
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc}).") from None
-    return from_dict(ExperimentConfig, data, str(path))
+    return from_dict(ExperimentConfig, data, f"{path}:")
 
 
 def dump_config(cfg: Any) -> str:

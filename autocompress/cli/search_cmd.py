@@ -43,6 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--max-batches", type=int, help="cap batches per epoch (quick runs)")
     f.add_argument("--distill", action="store_true", help="distil from the unpruned network")
     f.add_argument("--criterion", default="l1", help="which channels go: l1, l2, bn_scale, fpgm, random")
+    f.add_argument("--recalib-batches", type=int, default=4,
+                   help="training batches to re-estimate BatchNorm statistics after pruning (0 = off)")
     f.add_argument("--out", required=True, help="output folder (pruned_model.pt + schedule)")
     f.add_argument("--json", action="store_true", help="print the result as one JSON object")
     f.set_defaults(func=_finetune)
@@ -80,10 +82,10 @@ def _finetune(args: argparse.Namespace) -> int:
     from autocompress.export import save_pruned
     from autocompress.measure.accuracy import evaluate
     from autocompress.models import get_model
-    from autocompress.pruning import Schedule, apply_schedule
+    from autocompress.pruning import Schedule, apply_schedule, recalibrate_bn
     from autocompress.train import train
 
-    data_cfg = DataConfig(name=args.data, batch_size=args.batch_size)
+    data_cfg = DataConfig(name=args.data, batch_size=args.batch_size, val_size=0)  # fine-tune on all training images
     if args.data_root:
         data_cfg = replace(data_cfg, root=args.data_root)
     bundle = load_data(data_cfg)
@@ -91,6 +93,9 @@ def _finetune(args: argparse.Namespace) -> int:
     schedule = Schedule.load(args.schedule)
     example, _ = take_tensors(bundle.test, 1)
     pruned = apply_schedule(model, schedule, example, PruneConfig(criterion=args.criterion))
+    if args.recalib_batches > 0:
+        calib, _ = take_tensors(bundle.train, args.recalib_batches * args.batch_size, seed=1)
+        recalibrate_bn(pruned, calib, args.batch_size)
     loader = make_loader(bundle.test, batch_size=args.batch_size)
     before = evaluate(pruned, loader).top1
     cfg = TrainConfig(epochs=args.epochs, lr=args.lr, distill=args.distill, max_batches=args.max_batches)
