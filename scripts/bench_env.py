@@ -136,6 +136,7 @@ def main() -> None:
     ap.add_argument("--eval-batch-size", type=int, default=500)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (evaluation, recalibration, pruning)")
     ap.add_argument("--sweep", action="store_true", help="also time episodes under other settings")
+    ap.add_argument("--no-accuracy", action="store_true", help="skip the uniform 50%% accuracy part")
     ap.add_argument("--sweep-episodes", type=int, default=4)
     ap.add_argument("--out", default="docs/benchmarks/env_episode.json")
     args = ap.parse_args()
@@ -160,7 +161,7 @@ def main() -> None:
     base_test = evaluate_tensors(env.model, *test).top1
     calib = _calib(shared, 16 * 128)
     accuracy = {}
-    for scope in ("all", "internal"):
+    for scope in () if args.no_accuracy else ("all", "internal"):
         for recalib in (0, 16):
             cfg = replace(base_env, latency_mode="flops", bn_recalib_batches=recalib,
                           prune=PruneConfig(scope=scope))
