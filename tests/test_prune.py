@@ -159,7 +159,7 @@ def test_copy_and_prune_resnet56_under_200ms():
     pruner = Pruner(get_model("cifar10_resnet56"), X)
     ratios = {g.name: 0.5 for g in pruner.groups}
     times = []
-    for _ in range(5):
+    for _ in range(10):  # the best of 10: other processes on a busy machine only ever add time
         t0 = time.perf_counter()
         pruner.prune(ratios)
         times.append(time.perf_counter() - t0)
