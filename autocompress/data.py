@@ -22,7 +22,7 @@ from autocompress.config import DATA_ROOT_ENV_VAR, AutocompressError, DataConfig
 DATASETS = ("digits", "cifar10", "cifar100", "fashion_mnist", "cifar10_subset", "imagefolder")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-VAL_SHARE_CAP = 0.2
+VAL_SHARE_CAP = 0.25
 """The validation split never takes more than this share of the training images."""
 DIGITS_TEST_SEED = 20240
 DIGITS_TEST_SIZE = 360

@@ -52,8 +52,9 @@ def test_only_train_is_augmented(digits) -> None:
 
 def test_val_count_caps_and_warns() -> None:
     assert val_count(100, 1000) == 100
-    with pytest.warns(UserWarning, match="20%"):
-        assert val_count(5000, 1000) == 200
+    with pytest.warns(UserWarning, match="25%"):
+        assert val_count(5000, 1000) == 250
+    assert val_count(1000, 4373) == 1000  # the issues' 1,000 held-out images of the CIFAR-10 subset fit
 
 
 def test_take_tensors_matches_items_and_is_seeded(digits) -> None:
