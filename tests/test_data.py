@@ -14,14 +14,14 @@ from autocompress.data import DataError, ImageTensorDataset, load_data, make_loa
 
 @pytest.fixture(scope="module")
 def digits():
-    with pytest.warns(UserWarning, match="using 287"):
+    with pytest.warns(UserWarning, match="using 359"):
         return load_data(DataConfig(name="digits", val_size=5000))
 
 
 def test_digits_shapes_and_split(digits) -> None:
     assert digits.input_shape == (1, 16, 16)
     assert digits.num_classes == 10
-    assert (len(digits.train), len(digits.val), len(digits.test)) == (1150, 287, 360)
+    assert (len(digits.train), len(digits.val), len(digits.test)) == (1078, 359, 360)
     x, y = digits.test[0]
     assert x.shape == (1, 16, 16) and x.dtype == torch.float32 and isinstance(y, int)
 
