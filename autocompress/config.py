@@ -131,6 +131,8 @@ class EnvConfig:
     """Held-out validation images scored at the end of each episode (preloaded as tensors)."""
     eval_batch_size: int = 250
     """Batch size when scoring the validation images."""
+    eval_runtime: Literal["torch", "onnxruntime"] = "torch"
+    """Score candidates in eager PyTorch, or in ONNX Runtime (~40% less CPU per episode here; `onnx` extra)."""
     bn_recalib_batches: int = 0
     """Training batches used to re-estimate BatchNorm statistics after pruning (0 = off)."""
     bn_recalib_batch_size: int = 128

@@ -186,3 +186,11 @@ def test_latency_budget_from_the_lookup_table_is_met(tmp_path):
     # a second build reads the saved table instead of timing again
     again = load_or_build_lut(cfg, model, data.val_images[:1])
     assert again.predict_ms(env._full_kept) == pytest.approx(lut.predict_ms(env._full_kept))
+
+
+def test_onnxruntime_evaluation_scores_like_eager():
+    pytest.importorskip("onnxruntime")
+    eager, onnx = tiny_env(), tiny_env(eval_runtime="onnxruntime")
+    assert onnx.baseline_top1 == pytest.approx(eager.baseline_top1)
+    actions = np.full((len(eager.groups), 1), 0.5, np.float32)
+    assert rollout(onnx, actions)[2]["top1"] == pytest.approx(rollout(eager, actions)[2]["top1"])

@@ -217,7 +217,8 @@ class NetCompressEnv(gym.Env):
         return features.observation(row, [removed, to_decide / self.base_macs, self._prev_action, to_cut])
 
     def _evaluate(self, model: nn.Module) -> float:
-        res = evaluate_tensors(model, self.data.val_images, self.data.val_labels, batch_size=self.cfg.eval_batch_size)
+        res = evaluate_tensors(model, self.data.val_images, self.data.val_labels, batch_size=self.cfg.eval_batch_size,
+                               runtime=self.cfg.eval_runtime)
         return res.top1
 
     def _finish(self) -> tuple[Outcome, dict[str, Any]]:

