@@ -114,11 +114,15 @@ def sweep(shared: Path, base_env: EnvConfig, episodes: int, threads: list[int]) 
     variants += [{"threads": 1, "eval_batch_size": b, "bn_recalib_batches": base_env.bn_recalib_batches}
                  for b in (100, 1000)]
     variants += [{"threads": 1, "eval_batch_size": base_env.eval_batch_size, "bn_recalib_batches": r} for r in (0, 8)]
+    other = "onnxruntime" if base_env.eval_runtime == "torch" else "torch"
+    variants += [{"threads": t, "eval_batch_size": base_env.eval_batch_size,
+                  "bn_recalib_batches": base_env.bn_recalib_batches, "eval_runtime": other} for t in threads]
     rows = []
     previous = torch.get_num_threads()
     for v in variants:
         torch.set_num_threads(v["threads"])
-        cfg = replace(base_env, eval_batch_size=v["eval_batch_size"], bn_recalib_batches=v["bn_recalib_batches"])
+        cfg = replace(base_env, eval_batch_size=v["eval_batch_size"], bn_recalib_batches=v["bn_recalib_batches"],
+                      eval_runtime=v.get("eval_runtime", base_env.eval_runtime))
         env, _ = build(experiment(shared, cfg), progress=False)
         timing = time_episodes(env, episodes, seed=1)
         rows.append({**v, "episode_median_s": timing})
@@ -135,6 +139,8 @@ def main() -> None:
     ap.add_argument("--recalib-batches", type=int, default=2)
     ap.add_argument("--eval-batch-size", type=int, default=500)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (evaluation, recalibration, pruning)")
+    ap.add_argument("--eval-runtime", choices=["torch", "onnxruntime"], default="torch",
+                    help="score candidates in eager PyTorch or ONNX Runtime")
     ap.add_argument("--sweep", action="store_true", help="also time episodes under other settings")
     ap.add_argument("--no-accuracy", action="store_true", help="skip the uniform 50%% accuracy part")
     ap.add_argument("--sweep-episodes", type=int, default=4)
@@ -145,7 +151,7 @@ def main() -> None:
     shared = Path(args.shared)
     load_start = _load()
 
-    base_env = EnvConfig(budget=0.5, val_images=1000, eval_batch_size=args.eval_batch_size,
+    base_env = EnvConfig(budget=0.5, val_images=1000, eval_batch_size=args.eval_batch_size, eval_runtime=args.eval_runtime,
                          bn_recalib_batches=args.recalib_batches, bn_recalib_batch_size=128, latency_mode="measured",
                          latency=LatencyConfig(runtime="torch", threads=1, batch_size=1, rounds=20))
     t = time.perf_counter()
