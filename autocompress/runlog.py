@@ -72,13 +72,13 @@ class RunLogger:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(max(6.0, 0.22 * len(group_names)), 3.2))
+        fig, ax = plt.subplots(figsize=(max(6.0, 0.32 * len(group_names)), 4.0), dpi=110)
         ax.bar(range(len(prune_ratios)), prune_ratios, color="#4c72b0")
         ax.set_xticks(range(len(group_names)))
-        ax.set_xticklabels(group_names, rotation=90, fontsize=6)
+        ax.set_xticklabels(group_names, rotation=90, fontsize=8)
         ax.set_ylim(0, 1)
         ax.set_ylabel("prune ratio")
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title, fontsize=10)
         fig.tight_layout()
         self.writer.add_figure("best/policy", fig, step)
         plt.close(fig)
