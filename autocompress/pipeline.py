@@ -69,6 +69,8 @@ def pretrained_baseline(cfg: ExperimentConfig, model: nn.Module, bundle: DataBun
 
 def run_experiment(cfg: ExperimentConfig, resume: bool = False, progress: bool = True, finalize_run: bool = True) -> dict[str, Any]:
     """Search, then (unless told not to) apply, fine-tune, test and save. Returns the summary."""
+    if cfg.search.torch_threads is not None:
+        torch.set_num_threads(cfg.search.torch_threads)
     env, bundle = build(cfg, progress)
     _say(progress, f"{cfg.model.name}: {len(env.groups)} prunable groups, baseline val top-1 {env.baseline_top1:.2f}%")
     search = Search(cfg, env, Path(cfg.search.out_dir), resume=resume)

@@ -30,7 +30,7 @@ from autocompress.runlog import RunLogger
 
 CHECKPOINT = "checkpoint.pt"
 BEST_SCHEDULE = "best_schedule.json"
-_RESUMABLE_CHANGES = ("episodes", "out_dir", "checkpoint_every")
+_RESUMABLE_CHANGES = ("episodes", "out_dir", "checkpoint_every", "torch_threads")
 
 
 class SearchError(AutocompressError):

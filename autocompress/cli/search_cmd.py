@@ -20,6 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--episodes", type=int, help="number of episodes (overrides search.episodes)")
     p.add_argument("--seed", type=int, help="seed (overrides search.seed)")
     p.add_argument("--agent", choices=["ddpg", "dqn", "random", "uniform"], help="overrides search.agent")
+    p.add_argument("--threads", type=int, help="torch intra-op threads (overrides search.torch_threads)")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="DIR",
                    help="continue a killed search in DIR (or in --out / the config's out_dir)")
     p.add_argument("--no-finalize", action="store_true", help="stop after the search (no apply / fine-tune / test)")
@@ -60,6 +61,10 @@ def _search(args: argparse.Namespace) -> int:
     cfg = with_overrides(load_config(config), run_dir or args.out, args.episodes, args.seed)
     if args.agent:
         cfg = replace(cfg, search=replace(cfg.search, agent=args.agent))
+    if args.threads is not None:
+        if args.threads < 1:
+            raise AutocompressError(f"--threads must be >= 1, got {args.threads}.")
+        cfg = replace(cfg, search=replace(cfg.search, torch_threads=args.threads))
     summary = run_experiment(cfg, resume=bool(args.resume), progress=not args.quiet, finalize_run=not args.no_finalize)
     print(json.dumps(summary, indent=2, default=float))
     return 0

@@ -197,12 +197,13 @@ class NetCompressEnv(gym.Env):
         terminated = self._index == len(self.groups)
         info: dict[str, Any] = {"group": group.name, "prune_ratio": ratio}
         reward = 0.0
-        self._step_s += time.perf_counter() - t0
+        obs = self._observe()
+        self._step_s += time.perf_counter() - t0  # the env's own work: wall, features
         if terminated:
             outcome, final = self._finish()
             reward = self.reward_fn(outcome)
             info.update(final, reward=reward)
-        return self._observe(), reward, terminated, False, info
+        return obs, reward, terminated, False, info
 
     # ----------------------------------------------------------------- internals
     def _observe(self) -> np.ndarray:
