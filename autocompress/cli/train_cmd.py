@@ -87,6 +87,9 @@ def _check_positive(**values: int | None) -> None:
 
 def _write_json_atomic(obj: object, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)
     with os.fdopen(fd, "w") as f:
         json.dump(obj, f, indent=2, default=float)
     os.replace(tmp, path)
