@@ -24,6 +24,7 @@ def write_json_atomic(path: str | Path, data: Any) -> Path:
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=2, default=float)
             f.write("\n")
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; reports are for everyone to read
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
