@@ -61,7 +61,7 @@ def uniform_action(env: NetCompressEnv) -> float:
 
     def meets(action: float) -> bool:
         ratio = env.prune_ratio_of(float(np.float32(action)))
-        return env._resource(dict.fromkeys(env.group_names, ratio)) <= env.wall.target
+        return env.resource(dict.fromkeys(env.group_names, ratio)) <= env.wall.target
 
     if meets(0.0):
         return 0.0
@@ -159,7 +159,7 @@ class Search:
         self.agent.load_state_dict(state["agent"])
         self.episode = int(state["episode"])
         self.best = state["best"]
-        self.env._cache.update(state["env_cache"])
+        self.env.evaluation_cache.update(state["env_cache"])
 
     def _save_checkpoint(self) -> None:
         state = {
@@ -168,7 +168,7 @@ class Search:
             "episode": self.episode,
             "agent": self.agent.state_dict(),
             "best": self.best,
-            "env_cache": self.env._cache,
+            "env_cache": self.env.evaluation_cache,
             "config": _comparable(self.cfg),
         }
         atomic_torch_save(self.run_dir / CHECKPOINT, state)

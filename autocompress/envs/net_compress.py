@@ -118,14 +118,15 @@ class NetCompressEnv(gym.Env):
         self.base_macs = self.cost_model.macs(self._full_kept)
         self.base_params = self.cost_model.params(self._full_kept)
         self.base_lut_ms = lut.predict_ms(self._full_kept) if lut is not None else None
-        self._base_resource = self._resource({})
+        self._base_resource = self.resource({})
         self.wall = self._make_wall()
         self.baseline_top1 = self._evaluate(self.model)
         self.baseline_latency_ms = self.meter.measure(self.model).median_ms if self.meter else self.base_lut_ms
         self._static = features.static_features(self.groups, dict(self.model.named_modules()), self._latency_share())
         self.observation_space = gym.spaces.Box(0.0, 1.0, (len(features.FEATURE_NAMES),), np.float32)
         self.action_space = gym.spaces.Box(0.0, 1.0, (1,), np.float32)
-        self._cache: dict[tuple[int, ...], tuple[Outcome, dict[str, Any]]] = {}
+        # kept channels -> (outcome, info): identical policies are not re-evaluated; saved in search checkpoints.
+        self.evaluation_cache: dict[tuple[int, ...], tuple[Outcome, dict[str, Any]]] = {}
         self._index = 0
         self._ratios: dict[str, float] = {}
         self._prev_action = 0.0
@@ -147,7 +148,8 @@ class NetCompressEnv(gym.Env):
         if cfg.reward in LATENCY_REWARDS and cfg.latency_mode == "flops":
             raise ConfigError(f"env.reward {cfg.reward!r} needs latency: set env.latency_mode to 'lut' or 'measured'.")
 
-    def _resource(self, ratios: Mapping[str, float]) -> float:
+    def resource(self, ratios: Mapping[str, float]) -> float:
+        """The budgeted resource (MACs, params or table-predicted ms) of the network pruned to `ratios`."""
         kept = self.pruner.kept_channels(ratios)
         if self.cfg.budget_kind == "macs":
             return self.cost_model.macs(kept)
@@ -157,9 +159,9 @@ class NetCompressEnv(gym.Env):
 
     def _make_wall(self) -> BudgetWall:
         base = self._base_resource
-        wall = BudgetWall(self._resource, self.cfg.budget * base, [g.name for g in self.groups], self.cfg.max_ratio)
+        wall = BudgetWall(self.resource, self.cfg.budget * base, [g.name for g in self.groups], self.cfg.max_ratio)
         if not wall.reachable():
-            floor = self._resource(dict.fromkeys(wall.order, self.cfg.max_ratio)) / base
+            floor = self.resource(dict.fromkeys(wall.order, self.cfg.max_ratio)) / base
             raise ConfigError(
                 f"env.budget {self.cfg.budget} of {self.cfg.budget_kind} is unreachable: pruning every exposed group "
                 f"at max_ratio {self.cfg.max_ratio} still leaves {floor:.3f}. Raise env.budget or env.max_ratio, "
@@ -212,7 +214,7 @@ class NetCompressEnv(gym.Env):
         layer_macs = self.cost_model.layer_macs(kept)
         undecided = {g.name for g in self.groups[self._index :]}
         to_decide = sum(m for name, m in layer_macs.items() if self._out_group.get(name) in undecided)
-        current = self._resource(self._ratios)
+        current = self.resource(self._ratios)
         to_cut = max(current - self.wall.target, 0.0) / self._base_resource
         removed = 1.0 - sum(layer_macs.values()) / self.base_macs
         return features.observation(row, [removed, to_decide / self.base_macs, self._prev_action, to_cut])
@@ -225,8 +227,8 @@ class NetCompressEnv(gym.Env):
     def _finish(self) -> tuple[Outcome, dict[str, Any]]:
         kept = self.pruner.kept_channels(self._ratios)
         key = tuple(kept[name] for name in sorted(kept))
-        if key in self._cache:
-            outcome, info = self._cache[key]
+        if key in self.evaluation_cache:
+            outcome, info = self.evaluation_cache[key]
             return outcome, {**info, "cached": True, "schedule": dict(self._ratios)}
         timing = {"steps_s": self._step_s}
         t = time.perf_counter()
@@ -269,7 +271,7 @@ class NetCompressEnv(gym.Env):
             "timing": timing,
             "cached": False,
         }
-        self._cache[key] = (outcome, info)
+        self.evaluation_cache[key] = (outcome, info)
         return outcome, info
 
     def _latency(self, pruned: nn.Module, kept: Mapping[str, int]) -> tuple[float | None, float | None, float | None]:
