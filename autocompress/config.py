@@ -141,6 +141,10 @@ class EnvConfig:
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     lut_path: str | None = None
     """Latency look-up table JSON (built and saved there if missing) for latency_mode=lut."""
+    lut_feedback: int = 20
+    """Latency budget with latency_mode=measured: the wall multiplies the table's predicted latency by the
+    median ratio of measured to predicted latency over the last this-many measured episodes, so the budget
+    holds for what is measured, not for what the table predicts (0: trust the table)."""
 
 
 @dataclass(frozen=True)
@@ -352,6 +356,7 @@ def validate(obj: Any, where: str = "config") -> None:
         _check(obj.val_images > 0, f"{where}.val_images", "must be > 0: the reward needs held-out images.")
         _check(obj.eval_batch_size > 0, f"{where}.eval_batch_size", "must be > 0.")
         _check(obj.bn_recalib_batches >= 0, f"{where}.bn_recalib_batches", "must be >= 0.")
+        _check(obj.lut_feedback >= 0, f"{where}.lut_feedback", "must be >= 0 (0 turns the correction off).")
         if obj.budget_kind == "latency" and obj.latency_mode == "flops":
             raise ConfigError(
                 f"{where}.latency_mode: a latency budget needs latency_mode 'lut' or 'measured', not 'flops'."

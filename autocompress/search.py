@@ -160,6 +160,8 @@ class Search:
         self.episode = int(state["episode"])
         self.best = state["best"]
         self.env.evaluation_cache.update(state["env_cache"])
+        if hasattr(self.env, "lut_feedback"):
+            self.env.lut_feedback[:] = state.get("env_lut_feedback", [])
 
     def _save_checkpoint(self) -> None:
         state = {
@@ -169,6 +171,7 @@ class Search:
             "agent": self.agent.state_dict(),
             "best": self.best,
             "env_cache": self.env.evaluation_cache,
+            "env_lut_feedback": list(getattr(self.env, "lut_feedback", [])),
             "config": _comparable(self.cfg),
         }
         atomic_torch_save(self.run_dir / CHECKPOINT, state)

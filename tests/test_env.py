@@ -194,3 +194,44 @@ def test_onnxruntime_evaluation_scores_like_eager():
     assert onnx.baseline_top1 == pytest.approx(eager.baseline_top1)
     actions = np.full((len(eager.groups), 1), 0.5, np.float32)
     assert rollout(onnx, actions)[2]["top1"] == pytest.approx(rollout(eager, actions)[2]["top1"])
+
+
+def measured_latency_env(tmp_path, **env_overrides) -> NetCompressEnv:
+    from autocompress.envs.factory import load_or_build_lut
+
+    env_cfg = {"budget_kind": "latency", "budget": 0.95, "latency_mode": "measured", "reward": "acc_latency",
+               "lut_path": str(tmp_path / "lut.json"), "lut_feedback": 3, "latency": {"rounds": 3, "warmup": 1}}
+    cfg = load_config({"model": {"name": "tiny_cnn"}, "env": {**env_cfg, **env_overrides}})
+    torch.manual_seed(0)
+    model = get_model("tiny_cnn")
+    data = tiny_data()
+    return NetCompressEnv(model, data, cfg.env, lut=load_or_build_lut(cfg, model, data.val_images[:1]))
+
+
+def test_measured_latency_corrects_the_tables_prediction_in_the_wall(tmp_path):
+    env = measured_latency_env(tmp_path)
+    assert env.lut_correction == 1.0 and env.resource({}) == pytest.approx(env.base_lut_ms)
+    rng = np.random.default_rng(0)
+    for episode in range(5):
+        correction = env.lut_correction
+        _, _, info = rollout(env, rng.uniform(0, 1, size=(len(env.groups), 1)).astype(np.float32), seed=episode)
+        if info["cached"]:
+            continue
+        assert info["lut_correction"] == correction  # the correction the wall used in this episode
+        predicted_ratio = env.lut.predict_ms(info["kept_channels"]) / env.base_lut_ms
+        assert env.lut_feedback[-1] == pytest.approx(1 / info["speedup"] / predicted_ratio)
+    recent = env.lut_feedback[-3:]
+    assert len(env.lut_feedback) >= 3
+    assert env.lut_correction == pytest.approx(min(max(float(np.median(recent)), 0.5), 2.0))
+    ratios = dict.fromkeys(env.group_names, 0.5)
+    predicted = env.lut.predict_ms(env.pruner.kept_channels(ratios))
+    assert env.resource(ratios) == pytest.approx(predicted * env.lut_correction)
+    assert env.resource({}) == pytest.approx(env.base_lut_ms)  # the unpruned network is the reference: no factor
+
+
+def test_latency_correction_can_be_turned_off(tmp_path):
+    env = measured_latency_env(tmp_path, lut_feedback=0)
+    _, _, info = rollout(env, np.full((len(env.groups), 1), 0.5, dtype=np.float32))
+    assert env.lut_feedback == [] and env.lut_correction == 1.0 and "lut_correction" not in info
+    with pytest.raises(ConfigError, match="lut_feedback"):
+        load_config({"model": {"name": "tiny_cnn"}, "env": {"lut_feedback": -1}})

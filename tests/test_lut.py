@@ -228,3 +228,20 @@ def test_resnet56_table_predicts_a_speedup_for_pruning(shared: Path) -> None:
     report = lut.prediction_error([(kept, pruner.prune(ratios))], LatencyMeter(cfg, SHAPE), baseline=model)
     row = report.rows[0]
     assert row["predicted_speedup"] > 1.1 and row["measured_speedup"] > 1.0, row
+
+
+def test_two_point_calibration_fits_the_unpruned_and_a_pruned_model() -> None:
+    torch.manual_seed(0)
+    kept = {"a": 8, "b": 8}
+    lut = LatencyLUT.build(small_specs(), SHAPE, CFG, model=small_net(), pruned=(kept, small_net(8)), progress=False)
+    cal = lut.data["calibration"]
+    assert cal["pruned_kept"] == kept and cal["pruned_layers_ms"] < cal["layers_ms"]
+    assert lut.predict_ms({}) == pytest.approx(cal["model_ms"], rel=1e-4)
+    if cal["two_point"]:  # the line passes through both timed models
+        assert lut.scale > 0 and lut.const_ms >= 0
+        assert lut.predict_ms(kept) == pytest.approx(cal["pruned_ms"], rel=1e-4)
+    else:  # a non-physical fit falls back to the one-point constant
+        assert lut.scale == 1.0 and lut.const_ms == pytest.approx(cal["model_ms"] - cal["layers_ms"], abs=1e-5)
+    assert sum(lut.group_ms({}).values()) == pytest.approx(lut.predict_ms({}) - lut.const_ms, rel=1e-4)
+    with pytest.raises(LUTError, match="not in this latency table"):
+        lut.calibrate(small_net(), pruned=({"zz": 3}, small_net(8)))

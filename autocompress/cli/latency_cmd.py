@@ -74,6 +74,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--round-to", type=int, default=1,
                    help="time kept counts that are multiples of this (use the pruning's round_to, e.g. 8)")
     b.add_argument("--scope", choices=("all", "internal"), default="all", help="which groups can be pruned")
+    b.add_argument("--calibrate-ratio", type=float, default=0.5,
+                   help="uniform prune ratio of the second calibration point (0: calibrate on the unpruned "
+                   "model only)")  # fmt: skip
     _add_timing_args(b, rounds=20)
     b.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     b.set_defaults(func=run_lut_build)
@@ -180,17 +183,21 @@ def run_latency(args: argparse.Namespace) -> int:
 
 def run_lut_build(args: argparse.Namespace) -> int:
     """Handler of `autocompress lut build`."""
+    from autocompress.envs.factory import calibration_point
     from autocompress.measure.lut import LatencyLUT
     from autocompress.pruning import Pruner
 
     cfg = _latency_config(args)
     if args.choices < 1:
         raise AutocompressError(f"--choices must be >= 1, got {args.choices}.")
+    if not 0 <= args.calibrate_ratio < 1:
+        raise AutocompressError(f"--calibrate-ratio must be in [0, 1), got {args.calibrate_ratio}.")
     shape = args.input_shape or (3, 32, 32)
     model = _zoo_model(args, shape)
-    specs = Pruner(model, torch.zeros(1, *shape), PruneConfig(scope=args.scope)).layer_specs
+    pruner = Pruner(model, torch.zeros(1, *shape), PruneConfig(scope=args.scope, round_to=args.round_to))
     t0 = time.perf_counter()
-    lut = LatencyLUT.build(specs, shape, cfg, model=model, model_name=args.model,
+    lut = LatencyLUT.build(pruner.layer_specs, shape, cfg, model=model, model_name=args.model,
+                           pruned=calibration_point(pruner, args.calibrate_ratio),
                            n_choices=args.choices, round_to=args.round_to, progress=True)  # fmt: skip
     path = lut.save(args.out)
     layers = lut.data["layers"]
@@ -203,6 +210,7 @@ def run_lut_build(args: argparse.Namespace) -> int:
         "grid_points": sum(len(e["in_choices"]) * len(e["out_choices"]) for e in layers),
         "model_ms": lut.data["calibration"]["model_ms"],
         "const_ms": lut.const_ms,
+        "scale": lut.scale,
         "runtime": cfg.runtime,
         "threads": cfg.threads,
         "batch": cfg.batch_size,

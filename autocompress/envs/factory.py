@@ -58,14 +58,28 @@ def load_or_build_lut(cfg: ExperimentConfig, model: torch.nn.Module, example: to
     from autocompress.measure.lut import LatencyLUT
     from autocompress.pruning import Pruner
 
-    specs = Pruner(model, example, env.prune).layer_specs
+    pruner = Pruner(model, example, env.prune)
     shape = tuple(example.shape[1:])
-    # The grid holds the channel counts the pruner can produce (round_to), and the table is
-    # calibrated on the unpruned model so that its constant term is right.
-    options = {"model": model, "round_to": env.prune.round_to, "model_name": cfg.model.name}
+    # The grid holds the channel counts the pruner can produce (round_to); the table's scale and constant
+    # are calibrated on the unpruned model and on a uniformly pruned copy (a second point in the middle of
+    # the range the search explores), so that predicted speedups hold for pruned networks too.
+    options = {"model": model, "round_to": env.prune.round_to, "model_name": cfg.model.name,
+               "pruned": calibration_point(pruner, min(CALIBRATION_RATIO, env.max_ratio))}  # fmt: skip
     if env.lut_path:
-        return LatencyLUT.load_or_build(Path(env.lut_path), specs, shape, env.latency, **options)
-    return LatencyLUT.build(specs, shape, env.latency, **options)
+        return LatencyLUT.load_or_build(Path(env.lut_path), pruner.layer_specs, shape, env.latency, **options)
+    return LatencyLUT.build(pruner.layer_specs, shape, env.latency, **options)
+
+
+CALIBRATION_RATIO = 0.5
+"""Uniform prune ratio of the second calibration point of latency tables."""
+
+
+def calibration_point(pruner: Any, ratio: float = CALIBRATION_RATIO) -> tuple[dict[str, int], torch.nn.Module] | None:
+    """(kept channels, pruned copy) of a uniform prune at `ratio`: the table's second calibration point."""
+    if ratio <= 0:
+        return None
+    ratios = {g.name: ratio for g in pruner.groups}
+    return pruner.kept_channels(ratios), pruner.prune(ratios)
 
 
 def build_env(config: ExperimentConfig | str | os.PathLike[str] | dict[str, Any]) -> Any:

@@ -25,6 +25,9 @@ from autocompress.envs.rewards import LATENCY_REWARDS, Outcome, get_reward
 from autocompress.measure.accuracy import evaluate_tensors
 from autocompress.pruning import Pruner, recalibrate_bn
 
+CORRECTION_RANGE = (0.5, 2.0)
+"""Bounds of the measured/predicted latency correction: beyond them the table is wrong, not just biased."""
+
 
 @dataclass
 class EnvData:
@@ -118,6 +121,10 @@ class NetCompressEnv(gym.Env):
         self.base_macs = self.cost_model.macs(self._full_kept)
         self.base_params = self.cost_model.params(self._full_kept)
         self.base_lut_ms = lut.predict_ms(self._full_kept) if lut is not None else None
+        # measured / predicted latency ratios of past episodes (latency budget, measured mode); saved in
+        # search checkpoints. Their recent median corrects the table's predictions inside the wall.
+        self.lut_feedback: list[float] = []
+        self._feedback_on = cfg.budget_kind == "latency" and cfg.latency_mode == "measured" and cfg.lut_feedback > 0
         self._base_resource = self.resource({})
         self.wall = self._make_wall()
         self.baseline_top1 = self._evaluate(self.model)
@@ -155,7 +162,18 @@ class NetCompressEnv(gym.Env):
             return self.cost_model.macs(kept)
         if self.cfg.budget_kind == "params":
             return self.cost_model.params(kept)
-        return self.lut.predict_ms(kept)
+        ms = self.lut.predict_ms(kept)
+        return ms if kept == self._full_kept else ms * self.lut_correction
+
+    @property
+    def lut_correction(self) -> float:
+        """Factor applied to the table's predicted latency of pruned networks in the budget wall (1 = none)."""
+        if not self._feedback_on or not self.lut_feedback:
+            return 1.0
+        recent = sorted(self.lut_feedback[-self.cfg.lut_feedback :])
+        mid = len(recent) // 2
+        median = recent[mid] if len(recent) % 2 else 0.5 * (recent[mid - 1] + recent[mid])
+        return min(max(median, CORRECTION_RANGE[0]), CORRECTION_RANGE[1])
 
     def _make_wall(self) -> BudgetWall:
         base = self._base_resource
@@ -247,6 +265,10 @@ class NetCompressEnv(gym.Env):
         latency_ms, speedup, baseline_ms = self._latency(pruned, kept)
         timing["latency_s"] = time.perf_counter() - t
         timing["total_s"] = sum(timing.values())
+        correction = self.lut_correction
+        if self._feedback_on and speedup:
+            predicted_ratio = self.lut.predict_ms(kept) / self.base_lut_ms
+            self.lut_feedback.append((1.0 / speedup) / predicted_ratio)
         macs, params = self.cost_model.macs(kept), self.cost_model.params(kept)
         outcome = Outcome(
             top1=top1 / 100.0,
@@ -270,6 +292,7 @@ class NetCompressEnv(gym.Env):
             "params_ratio": outcome.params_ratio,
             "timing": timing,
             "cached": False,
+            **({"lut_correction": correction} if self._feedback_on else {}),
         }
         self.evaluation_cache[key] = (outcome, info)
         return outcome, info
