@@ -75,3 +75,20 @@ def test_apply_rejects_a_schedule_for_another_model(capsys, tmp_path):
     err = capsys.readouterr().err
     assert "does not fit this model" in err and "groups not in this model" in err
     assert not (tmp_path / "p.pt").exists()
+
+
+def test_uniform_speedup_target_is_bisected_on_measured_latency(capsys, tmp_path):
+    """Real timing of pruned ResNet-20 copies: the chosen ratio is one whose measured speedup met the target."""
+    out = tmp_path / "s.json"
+    code = main(["schedule", "uniform", "--model", "cifar10_resnet20", "--speedup", "1.3", "--scope", "all",
+                 "--rounds", "5", "--out", str(out), "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    res = json.loads(captured.out)
+    assert res["speedup"] >= 1.3 and res["runtime"] == "torch" and 0 < res["prune_ratio"] < 1
+    assert "prune ratio" in captured.err  # every timed candidate is reported
+    schedule = Schedule.load(out)
+    assert schedule.budget == {"kind": "latency", "fraction": pytest.approx(1 / 1.3)}
+    assert schedule.metrics["speedup"] == res["speedup"]
+    assert main(["schedule", "uniform", "--model", "tiny_cnn", "--speedup", "0.5", "--out", str(tmp_path / "x.json")]) == 2
+    assert "--speedup 0.5 must be >= 1" in capsys.readouterr().err
