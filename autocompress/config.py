@@ -153,6 +153,8 @@ class DDPGConfig:
 
     hidden: int = 300
     lr_actor: float = 1e-4
+    """Keep it at 1e-4 for searches past ~100 episodes: at 1e-3 with 4 updates per step the actor runs to the
+    sigmoid's edge (every ratio at max_ratio) after ~30 learning episodes on ResNet-56 (docs/BENCHMARKS.md)."""
     lr_critic: float = 1e-3
     tau: float = 0.01
     """Soft target update rate."""

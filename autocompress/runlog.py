@@ -22,6 +22,7 @@ EPISODE_KEYS = {
     "speedup": "episode/speedup",
     "macs_ratio": "episode/macs_ratio",
     "params_ratio": "episode/params_ratio",
+    "lut_correction": "episode/lut_correction",
 }
 
 

@@ -53,7 +53,11 @@ RESULT = "compare_result.json"
 
 
 def short_run_agents(cfg: ExperimentConfig, episodes: int) -> tuple[DDPGConfig, DQNConfig]:
-    """Agent settings for short searches: AMC's defaults (100 warm-up episodes, actor lr 1e-4) need ~300."""
+    """Agent settings for short searches: AMC's defaults (100 warm-up episodes, actor lr 1e-4) need ~300.
+
+    Only for short runs: past ~100 episodes these settings drive DDPG's actor into saturation (every ratio at
+    the maximum), so longer runs keep the config's (AMC's) learning rate and one update per step.
+    """
     ddpg = replace(cfg.ddpg, warmup_episodes=max(1, round(0.2 * episodes)), lr_actor=1e-3,
                    updates_per_step=4, noise_decay=0.97)
     dqn = replace(cfg.dqn, warmup_episodes=max(1, round(0.2 * episodes)),
