@@ -122,6 +122,8 @@ def _uniform(args: argparse.Namespace) -> int:
         seen: dict[float, float] = {}
 
         def slowdown(r: float) -> float:
+            if r == 0:
+                return 1.0  # the unpruned copy is the same network: timing it would only measure noise
             if r not in seen:
                 comparison = meter.compare(model, pruner.prune(ratios(r)))
                 seen[r] = 1.0 / comparison.speedup
