@@ -170,11 +170,11 @@ def test_latency_budget_from_the_lookup_table_is_met(tmp_path):
     cfg = load_config({
         "model": {"name": "tiny_cnn"},
         "env": {"budget_kind": "latency", "budget": 0.9, "latency_mode": "lut", "reward": "acc_latency",
-                "lut_path": str(tmp_path / "lut.json"), "latency": {"rounds": 3, "warmup": 1}},
+                "lut_path": str(tmp_path / "lut.json"), "latency": {"rounds": 10, "warmup": 2}},
     })
     torch.manual_seed(0)
     model = get_model("tiny_cnn")
-    data = tiny_data()
+    data = tiny_data(shape=(3, 32, 32))  # layers big enough that timing noise cannot reorder the table
     lut = load_or_build_lut(cfg, model, data.val_images[:1])
     assert (tmp_path / "lut.json").is_file()
     env = NetCompressEnv(model, data, cfg.env, lut=lut)
@@ -200,11 +200,11 @@ def measured_latency_env(tmp_path, **env_overrides) -> NetCompressEnv:
     from autocompress.envs.factory import load_or_build_lut
 
     env_cfg = {"budget_kind": "latency", "budget": 0.95, "latency_mode": "measured", "reward": "acc_latency",
-               "lut_path": str(tmp_path / "lut.json"), "lut_feedback": 3, "latency": {"rounds": 3, "warmup": 1}}
+               "lut_path": str(tmp_path / "lut.json"), "lut_feedback": 3, "latency": {"rounds": 10, "warmup": 2}}
     cfg = load_config({"model": {"name": "tiny_cnn"}, "env": {**env_cfg, **env_overrides}})
     torch.manual_seed(0)
     model = get_model("tiny_cnn")
-    data = tiny_data()
+    data = tiny_data(shape=(3, 32, 32))
     return NetCompressEnv(model, data, cfg.env, lut=load_or_build_lut(cfg, model, data.val_images[:1]))
 
 
