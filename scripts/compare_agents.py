@@ -48,7 +48,7 @@ from autocompress.pipeline import build, finalize
 from autocompress.search import CHECKPOINT, Search, machine_description
 
 METHODS = ("ddpg", "dqn", "random", "uniform")
-SHORT_RUN_EPISODES = 150
+SHORT_RUN_EPISODES = 60
 RESULT = "compare_result.json"
 
 
