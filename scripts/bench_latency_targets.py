@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from plot_utils import write_json_atomic
 
-from autocompress.config import load_config
+from autocompress.config import ConfigError, load_config
 from autocompress.data import make_loader
 from autocompress.measure.accuracy import evaluate
 from autocompress.measure.latency import LatencyMeter
@@ -106,7 +106,12 @@ def main() -> None:
     for target in args.targets:
         cfg = experiment(args, target, work)
         t0 = time.perf_counter()
-        env, bundle = build(cfg, progress=False)
+        try:
+            env, bundle = build(cfg, progress=False)
+        except ConfigError as exc:  # e.g. a target this model cannot reach even at max_ratio: say so, go on
+            print(f"target {target:.1f}x: {exc}", file=sys.stderr)
+            rows.append({"target_speedup": target, "error": str(exc)})
+            continue
         run_dir = Path(cfg.search.out_dir)
         Search(cfg, env, run_dir, resume=(run_dir / "checkpoint.pt").is_file()).run(progress=True)
         search_s = time.perf_counter() - t0

@@ -24,7 +24,7 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     data = json.loads(Path(args.results).read_text())
-    rows = data["rows"]
+    rows = [r for r in data["rows"] if "error" not in r]  # unreachable targets have no point
     base = rows[0]["baseline"]["top1"]
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     for key, label, style in (("searched", "DDPG search (measured-latency reward)", "o-"),
