@@ -28,7 +28,7 @@ def main() -> None:
     base = rows[0]["baseline"]["top1"]
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     for key, label, style in (("searched", "DDPG search (measured-latency reward)", "o-"),
-                              ("uniform_same_latency", "uniform, same measured latency", "s--")):
+                              ("uniform_same_latency", "uniform, matched on the table to the searched speedup", "s--")):
         xs = [1.0] + [r[key]["speedup"] for r in rows]
         ys = [base] + [r[key]["top1"] for r in rows]
         ax.plot(xs, ys, style, label=label)

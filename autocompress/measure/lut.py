@@ -369,8 +369,8 @@ class LatencyLUT:
         timed in round-robin with the full-width layer modules, so all see the same machine load. Each
         model's time is expressed in table units as its per-round ratio to the layers' sum (median) times the
         table's full-width sum, which stays consistent with the table even if the machine's speed drifted
-        since it was timed. One model fixes the constant (scale 1); two fix both. A fit that would make the
-        scale or the constant non-physical (<= 0 or negative) falls back to the one-point constant.
+        since it was timed. One model fixes the constant (scale 1); two fix both. A fit whose scale is not
+        positive (the pruned copy timed no faster than the unpruned one) falls back to the one-point constant.
         """
         cfg = self.latency_config
         rounds = max(cfg.rounds, 20) if rounds is None else rounds
@@ -409,7 +409,7 @@ class LatencyLUT:
             if table_ms - pruned_table > 1e-3 * table_ms:
                 fit_scale = (full_ms - pruned_ms) / (table_ms - pruned_table)
                 fit_const = full_ms - fit_scale * table_ms
-                if fit_scale > 0 and fit_const >= 0:
+                if fit_scale > 0:  # a negative constant is fine: standalone calls can cost more than in the net
                     scale, const = fit_scale, fit_const
             calibration["two_point"] = scale != 1.0 or const != full_ms - table_ms
         self.scale, self.const_ms = round(scale, 6), round(const, 6)
