@@ -108,3 +108,26 @@ def test_tensorboard_records_the_named_curves_and_figures(tmp_path):
     assert "best/policy" in acc.Tags()["images"]
     assert "config/text_summary" in acc.Tags()["tensors"]
     assert (tmp_path / "tb" / "tb" / "hparams").is_dir()
+
+
+def test_measured_latency_search_retimes_its_leaders_before_choosing(tmp_path):
+    """Winner's curse: the best of many briefly timed episodes is re-timed (with the other leaders) at the end."""
+    cfg = load_config({
+        "name": "latency",
+        "model": {"name": "tiny_cnn"},
+        "data": {"name": "digits", "val_size": 120},
+        "env": {"budget_kind": "latency", "budget": 0.95, "latency_mode": "measured", "reward": "acc_latency",
+                "val_images": 120, "lut_path": str(tmp_path / "lut.json"), "latency": {"rounds": 4, "warmup": 1}},
+        "search": {"agent": "random", "episodes": 8, "seed": 0, "out_dir": str(tmp_path / "run"), "checkpoint_every": 4},
+    })
+    env, _ = build(cfg, progress=False)
+    result = Search(cfg, env, tmp_path / "run").run(progress=False)
+    confirmed = json.loads((tmp_path / "run" / "confirmed.json").read_text())
+    assert 1 <= len(confirmed) <= 5
+    best = max(confirmed, key=lambda r: r["reward"])
+    assert result.best["episode"] == best["episode"] and result.best["reward"] == pytest.approx(best["reward"])
+    assert result.best["remeasured_rounds"] == 3 * 10 and "speedup_in_episode" in result.best
+    saved = Schedule.load(tmp_path / "run" / BEST_SCHEDULE)
+    assert saved.metrics["speedup"] == pytest.approx(best["speedup"])
+    assert any(info.get("remeasured_rounds") for _, info in env.evaluation_cache.values())
+    assert all("lut_correction" in h for h in history(tmp_path / "run"))

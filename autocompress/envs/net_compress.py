@@ -7,6 +7,7 @@ from `constraints.py` and the state from `features.py`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Mapping
@@ -23,6 +24,7 @@ from autocompress.envs import features
 from autocompress.envs.constraints import BudgetWall
 from autocompress.envs.rewards import LATENCY_REWARDS, Outcome, get_reward
 from autocompress.measure.accuracy import evaluate_tensors
+from autocompress.measure.latency import LatencyMeter
 from autocompress.pruning import Pruner, recalibrate_bn
 
 CORRECTION_RANGE = (0.5, 2.0)
@@ -114,8 +116,6 @@ class NetCompressEnv(gym.Env):
         self.lut = lut
         self.meter = None
         if cfg.latency_mode == "measured":
-            from autocompress.measure.latency import LatencyMeter
-
             self.meter = LatencyMeter(cfg.latency, self.input_shape)
         self._full_kept = self.pruner.kept_channels({})
         self.base_macs = self.cost_model.macs(self._full_kept)
@@ -305,6 +305,31 @@ class NetCompressEnv(gym.Env):
             ms = self.lut.predict_ms(kept)
             return ms, self.base_lut_ms / ms, self.base_lut_ms
         return None, None, None
+
+    def remeasure(self, ratios: Mapping[str, float], rounds: int) -> tuple[float, dict[str, Any]]:
+        """Reward and info of an evaluated policy with its latency timed again over `rounds` pairs.
+
+        The best of many episodes scored on noisy timings is, on average, one whose timing was lucky (the
+        winner's curse): a search keeps the policy that measured fastest, not the one that is. Re-timing the
+        leading candidates longer before choosing removes most of that bias. The new figures replace the
+        cached ones, so later episodes that reach the same channel counts see them too.
+        """
+        if self.meter is None:
+            raise ConfigError("remeasure needs env.latency_mode: measured.")
+        kept = self.pruner.kept_channels(ratios)
+        key = tuple(kept[name] for name in sorted(kept))
+        if key not in self.evaluation_cache:
+            raise ValueError("remeasure: this policy was not evaluated by the env (play it as an episode first).")
+        outcome, info = self.evaluation_cache[key]
+        calib = self.data.calib_images if self.cfg.prune.reconstruct else None
+        pruned = self.pruner.prune(dict(ratios), calib)
+        meter = LatencyMeter(dataclasses.replace(self.cfg.latency, rounds=rounds), self.input_shape)
+        cmp = meter.compare(self.model, pruned)
+        outcome = dataclasses.replace(outcome, latency_ratio=1.0 / cmp.speedup)
+        info = {**info, "latency_ms": cmp.latency_ms, "baseline_latency_ms": cmp.baseline_ms, "speedup": cmp.speedup,
+                "speedup_in_episode": info.get("speedup_in_episode", info["speedup"]), "remeasured_rounds": rounds}
+        self.evaluation_cache[key] = (outcome, info)
+        return self.reward_fn(outcome), {**info, "schedule": dict(ratios)}
 
     # ----------------------------------------------------------------- conveniences
     @property
