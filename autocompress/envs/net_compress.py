@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import statistics
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,6 +27,12 @@ from autocompress.envs.rewards import LATENCY_REWARDS, Outcome, get_reward
 from autocompress.measure.accuracy import evaluate_tensors
 from autocompress.measure.latency import LatencyMeter
 from autocompress.pruning import Pruner, recalibrate_bn
+
+
+def _cache_key(kept: Mapping[str, int]) -> tuple[int, ...]:
+    """Evaluation-cache key: kept channels in group-name order (equal networks, equal keys)."""
+    return tuple(kept[name] for name in sorted(kept))
+
 
 CORRECTION_RANGE = (0.5, 2.0)
 """Bounds of the measured/predicted latency correction: beyond them the table is wrong, not just biased."""
@@ -170,9 +177,7 @@ class NetCompressEnv(gym.Env):
         """Factor applied to the table's predicted latency of pruned networks in the budget wall (1 = none)."""
         if not self._feedback_on or not self.lut_feedback:
             return 1.0
-        recent = sorted(self.lut_feedback[-self.cfg.lut_feedback :])
-        mid = len(recent) // 2
-        median = recent[mid] if len(recent) % 2 else 0.5 * (recent[mid - 1] + recent[mid])
+        median = statistics.median(self.lut_feedback[-self.cfg.lut_feedback :])
         return min(max(median, CORRECTION_RANGE[0]), CORRECTION_RANGE[1])
 
     def _make_wall(self) -> BudgetWall:
@@ -244,7 +249,7 @@ class NetCompressEnv(gym.Env):
 
     def _finish(self) -> tuple[Outcome, dict[str, Any]]:
         kept = self.pruner.kept_channels(self._ratios)
-        key = tuple(kept[name] for name in sorted(kept))
+        key = _cache_key(kept)
         if key in self.evaluation_cache:
             outcome, info = self.evaluation_cache[key]
             return outcome, {**info, "cached": True, "schedule": dict(self._ratios)}
@@ -317,7 +322,7 @@ class NetCompressEnv(gym.Env):
         if self.meter is None:
             raise ConfigError("remeasure needs env.latency_mode: measured.")
         kept = self.pruner.kept_channels(ratios)
-        key = tuple(kept[name] for name in sorted(kept))
+        key = _cache_key(kept)
         if key not in self.evaluation_cache:
             raise ValueError("remeasure: this policy was not evaluated by the env (play it as an episode first).")
         outcome, info = self.evaluation_cache[key]

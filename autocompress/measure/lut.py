@@ -406,12 +406,11 @@ class LatencyLUT:
             pruned_ms = in_table_units(times[1])
             calibration.update(pruned_ms=round(pruned_ms, 6), pruned_layers_ms=round(pruned_table, 6),
                                pruned_kept=dict(pruned[0]))  # fmt: skip
-            if table_ms - pruned_table > 1e-3 * table_ms:
-                fit_scale = (full_ms - pruned_ms) / (table_ms - pruned_table)
-                fit_const = full_ms - fit_scale * table_ms
-                if fit_scale > 0:  # a negative constant is fine: standalone calls can cost more than in the net
-                    scale, const = fit_scale, fit_const
-            calibration["two_point"] = scale != 1.0 or const != full_ms - table_ms
+            fit_scale = (full_ms - pruned_ms) / max(table_ms - pruned_table, 1e-9)
+            # a negative constant is fine: standalone calls can cost more than inside the network
+            calibration["two_point"] = table_ms - pruned_table > 1e-3 * table_ms and fit_scale > 0
+            if calibration["two_point"]:
+                scale, const = fit_scale, full_ms - fit_scale * table_ms
         self.scale, self.const_ms = round(scale, 6), round(const, 6)
         self.data["scale"], self.data["const_ms"] = self.scale, self.const_ms
         self.data["calibration"] = {
