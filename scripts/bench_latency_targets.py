@@ -4,13 +4,15 @@ For each target speedup, a DDPG search runs with a latency budget (the budget wa
 look-up table; the reward uses the speedup measured at the end of every episode). The best policy is
 then applied and timed against the unpruned network in alternation (`--final-rounds` pairs), and
 compared with the uniform schedule whose *measured* speedup is the same (uniform ratio bisected on
-the look-up table, then measured). Top-1 is on the test split after BatchNorm recalibration, before
-fine-tuning. Writes docs/benchmarks/latency_targets.json.
+measured speedups, `uniform_same_latency`) and, for reference, with the uniform schedule matched on the
+look-up table's prediction (`uniform_same_table_latency`). Top-1 is on the test split after BatchNorm
+recalibration, before fine-tuning. Writes docs/benchmarks/latency_targets.json.
 
 The wall's table predictions are corrected by the measured/predicted latency of recent episodes
 (`env.lut_feedback`, on by default; `--lut-feedback 0` trusts the table alone). `--weights none` runs a
 model without trained weights (e.g. mobilenetv2_cifar, which has none here): the speedups are real, the
-accuracies are not meaningful.
+accuracies are not meaningful. `--data fashion_mnist --weights runs/fmnist-mobilenetv2/model.pth` runs a
+network trained on Fashion-MNIST (held-out images from its training split, top-1 on its 10,000 test images).
 
     python scripts/bench_latency_targets.py --model cifar10_resnet56 --targets 1.5 2 3 --episodes 40
 """
@@ -36,7 +38,7 @@ from autocompress.measure.accuracy import evaluate
 from autocompress.measure.latency import LatencyMeter
 from autocompress.pipeline import build
 from autocompress.pruning import Schedule, recalibrate_bn
-from autocompress.search import BEST_SCHEDULE, Search
+from autocompress.search import BEST_SCHEDULE, Search, uniform_ratios_at_speedup
 
 
 def weights_path(args: argparse.Namespace) -> str | None:
@@ -51,7 +53,7 @@ def experiment(args: argparse.Namespace, target: float, out_dir: Path):
     return load_config({
         "name": f"{args.model}-latency{target}x",
         "model": {"name": args.model, "weights": weights_path(args)},
-        "data": {"name": "cifar10_subset", "root": str(shared / "data"), "val_size": args.val_images},
+        "data": {"name": args.data, "root": str(shared / "data"), "val_size": args.val_images},
         "env": {
             "budget_kind": "latency", "budget": 1.0 / target, "max_ratio": args.max_ratio,
             "reward": "acc_latency", "reward_kwargs": {"alpha": 0.0, "beta": -1.0},
@@ -95,9 +97,18 @@ def uniform_at_predicted_speedup(env, speedup: float) -> dict[str, float]:
     return dict.fromkeys(env.group_names, hi)
 
 
+def uniform_row(env, bundle, meter, ratios) -> dict[str, float]:
+    top1, pruned = top1_on_test(env, ratios, bundle)
+    timed = meter.compare(env.model, pruned)
+    macs = env.cost_model.macs(env.pruner.kept_channels(ratios)) / env.base_macs
+    return {"speedup": timed.speedup, "spread": timed.spread, "macs_ratio": macs, "top1": top1,
+            "prune_ratio": next(iter(ratios.values()))}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="cifar10_resnet56")
+    ap.add_argument("--data", default="cifar10_subset", help="dataset in --shared/data (e.g. fashion_mnist)")
     ap.add_argument("--targets", type=float, nargs="+", default=[1.5, 2.0, 3.0])
     ap.add_argument("--episodes", type=int, default=40)
     ap.add_argument("--val-images", type=int, default=500)
@@ -113,7 +124,7 @@ def main() -> None:
     ap.add_argument("--work", default="runs/latency-targets")
     ap.add_argument("--out", default="docs/benchmarks/latency_targets.json")
     args = ap.parse_args()
-    work = Path(args.work) / args.model
+    work = Path(args.work) / (args.model if args.data == "cifar10_subset" else f"{args.model}-{args.data}")
     rows = []
     for target in args.targets:
         cfg = experiment(args, target, work)
@@ -131,12 +142,12 @@ def main() -> None:
         meter = LatencyMeter(replace(cfg.env.latency, rounds=args.final_rounds), env.input_shape)
         top1, pruned = top1_on_test(env, ratios, bundle)
         searched = meter.compare(env.model, pruned)
-        uniform_ratios = uniform_at_predicted_speedup(env, searched.speedup)
-        u_top1, u_pruned = top1_on_test(env, uniform_ratios, bundle)
-        uniform = meter.compare(env.model, u_pruned)
+        bisect_meter = LatencyMeter(replace(cfg.env.latency, rounds=2 * args.rounds), env.input_shape)
+        uniform_ratios, _ = uniform_ratios_at_speedup(env, bisect_meter, searched.speedup)
+        uniform = uniform_row(env, bundle, meter, uniform_ratios)
+        table_uniform = uniform_row(env, bundle, meter, uniform_at_predicted_speedup(env, searched.speedup))
         kept = env.pruner.kept_channels(ratios)
         macs_ratio = env.cost_model.macs(kept) / env.base_macs
-        u_macs = env.cost_model.macs(env.pruner.kept_channels(uniform_ratios)) / env.base_macs
         row = {
             "target_speedup": target,
             "searched": {"speedup": searched.speedup, "spread": searched.spread, "latency_ms": searched.latency_ms,
@@ -145,8 +156,8 @@ def main() -> None:
                          "lut_correction_at_end": env.lut_correction,
                          **confirmed_figures(run_dir),
                          "speedup_per_macs_reduction": searched.speedup / (1 / macs_ratio)},
-            "uniform_same_latency": {"speedup": uniform.speedup, "spread": uniform.spread, "macs_ratio": u_macs,
-                                     "top1": u_top1, "prune_ratio": next(iter(uniform_ratios.values()))},
+            "uniform_same_latency": uniform,
+            "uniform_same_table_latency": table_uniform,
             "baseline": {"top1": evaluate(env.model, make_loader(bundle.test, batch_size=500)).top1,
                          "latency_ms": searched.baseline_ms},
             "search_s": search_s,
@@ -157,7 +168,8 @@ def main() -> None:
         s, u = row["searched"], row["uniform_same_latency"]
         print(f"target {target:.1f}x: searched {s['speedup']:.2f}x (+-{s['spread']:.3f}, {s['reached_share_of_target']:.2f} of target), "
               f"MACs {s['macs_ratio']:.3f}, top-1 {s['top1']:.2f}% | uniform {u['speedup']:.2f}x, MACs {u['macs_ratio']:.3f}, "
-              f"top-1 {u['top1']:.2f}% | search {search_s / 60:.1f} min", file=sys.stderr)
+              f"top-1 {u['top1']:.2f}% (matched on the table: {row['uniform_same_table_latency']['speedup']:.2f}x, "
+              f"{row['uniform_same_table_latency']['top1']:.2f}%) | search {search_s / 60:.1f} min", file=sys.stderr)
     result = {
         "command": "python " + " ".join(sys.argv),
         "date": time.strftime("%Y-%m-%d"),

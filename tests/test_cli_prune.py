@@ -11,7 +11,7 @@ from autocompress.cli import main
 from autocompress.export import load_pruned
 from autocompress.measure.flops import count_macs_params
 from autocompress.models import get_model
-from autocompress.pruning import Schedule, apply_schedule
+from autocompress.pruning import PruneError, Schedule, apply_schedule
 
 
 def _run(capsys, *argv: str) -> tuple[int, dict]:
@@ -92,3 +92,21 @@ def test_uniform_speedup_target_is_bisected_on_measured_latency(capsys, tmp_path
     assert schedule.metrics["speedup"] == res["speedup"]
     assert main(["schedule", "uniform", "--model", "tiny_cnn", "--speedup", "0.5", "--out", str(tmp_path / "x.json")]) == 2
     assert "--speedup 0.5 must be >= 1" in capsys.readouterr().err
+
+
+def test_speedup_bisection_times_each_ratio_once_and_never_ratio_zero():
+    """The bisection's bookkeeping, on a known monotone speedup curve: no ratio is timed twice, 0 is never timed."""
+    from autocompress.pruning.uniform import bisect_uniform_ratio_on_speedup
+
+    timed: list[float] = []
+
+    def speedup_at(r: float) -> float:
+        timed.append(r)
+        return 1.0 / (1.0 - 0.8 * r)  # 1x at r=0, 3.6x at r=0.9
+
+    ratio, reached = bisect_uniform_ratio_on_speedup(speedup_at, 2.0, max_ratio=0.9, steps=7)
+    assert 0.0 not in timed and len(timed) == len(set(timed))
+    assert reached >= 2.0 and reached == speedup_at(ratio)
+    assert ratio == pytest.approx(0.625, abs=0.9 / 2**7)  # exact answer: 1 - 0.8 r = 0.5
+    with pytest.raises(PruneError, match="cannot reach"):
+        bisect_uniform_ratio_on_speedup(speedup_at, 5.0, max_ratio=0.9)

@@ -235,3 +235,16 @@ def test_latency_correction_can_be_turned_off(tmp_path):
     assert env.lut_feedback == [] and env.lut_correction == 1.0 and "lut_correction" not in info
     with pytest.raises(ConfigError, match="lut_feedback"):
         load_config({"model": {"name": "tiny_cnn"}, "env": {"lut_feedback": -1}})
+
+
+def test_uniform_baseline_matched_on_measured_speedup(tmp_path):
+    """Real pruning and timing: the uniform policy is bisected until its measured speedup reaches the target."""
+    from autocompress.measure.latency import LatencyMeter
+    from autocompress.search import uniform_ratios_at_speedup
+
+    env = measured_latency_env(tmp_path)
+    meter = LatencyMeter(env.cfg.latency, env.input_shape)
+    ratios, reached = uniform_ratios_at_speedup(env, meter, 1.05)
+    assert set(ratios) == set(env.group_names) and len(set(ratios.values())) == 1
+    assert 0 < next(iter(ratios.values())) <= env.cfg.max_ratio and reached >= 1.05
+    assert uniform_ratios_at_speedup(env, meter, 1.0) == (dict.fromkeys(env.group_names, 0.0), 1.0)

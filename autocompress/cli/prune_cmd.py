@@ -112,6 +112,7 @@ def _uniform(args: argparse.Namespace) -> int:
                                      args.max_ratio, what=kind)
     else:
         from autocompress.measure.latency import LatencyMeter
+        from autocompress.pruning.uniform import bisect_uniform_ratio_on_speedup
 
         if args.speedup < 1:
             from autocompress.pruning import PruneError
@@ -119,19 +120,14 @@ def _uniform(args: argparse.Namespace) -> int:
             raise PruneError(f"--speedup {args.speedup} must be >= 1 (2.0 = twice as fast).")
         kind, target = "latency", 1.0 / args.speedup
         meter = LatencyMeter(LatencyConfig(runtime=args.runtime, threads=args.threads, rounds=args.rounds), shape)
-        seen: dict[float, float] = {}
 
-        def slowdown(r: float) -> float:
-            if r == 0:
-                return 1.0  # the unpruned copy is the same network: timing it would only measure noise
-            if r not in seen:
-                comparison = meter.compare(model, pruner.prune(ratios(r)))
-                seen[r] = 1.0 / comparison.speedup
-                print(f"prune ratio {r:.3f}: speedup {comparison.speedup:.2f}x", file=sys.stderr)
-            return seen[r]
+        def speedup_at(r: float) -> float:
+            comparison = meter.compare(model, pruner.prune(ratios(r)))
+            print(f"prune ratio {r:.3f}: speedup {comparison.speedup:.2f}x", file=sys.stderr)
+            return comparison.speedup
 
-        ratio = bisect_uniform_ratio(slowdown, target, args.max_ratio, steps=7, what="latency")
-        metrics = {"speedup": 1.0 / slowdown(ratio), "runtime": args.runtime, "threads": args.threads}
+        ratio, reached = bisect_uniform_ratio_on_speedup(speedup_at, args.speedup, args.max_ratio)
+        metrics = {"speedup": reached, "runtime": args.runtime, "threads": args.threads}
     schedule = Schedule.from_pruner(pruner, ratios(ratio), args.model, budget={"kind": kind, "fraction": target},
                                     metrics=metrics)
     schedule.save(args.out)

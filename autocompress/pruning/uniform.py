@@ -36,3 +36,29 @@ def bisect_uniform_ratio(
         else:
             lo = mid
     return hi
+
+
+def bisect_uniform_ratio_on_speedup(
+    speedup_at: Callable[[float], float],
+    speedup: float,
+    max_ratio: float = 0.95,
+    steps: int = 7,
+) -> tuple[float, float]:
+    """The uniform prune ratio whose *measured* speedup reaches `speedup`, and the speedup it measured.
+
+    `speedup_at(r)` times the network pruned by r against the unpruned one. Each ratio is timed once
+    (bisection visits it twice), and ratio 0 is taken as 1.0x without timing: it is the same network, so
+    timing it would only measure noise. Few steps, because every step is a measurement; matching a
+    searched policy on measured rather than predicted latency is what makes the comparison fair.
+    """
+    if speedup < 1:
+        raise PruneError(f"speedup {speedup} must be >= 1 (2.0 = twice as fast).")
+    seen: dict[float, float] = {0.0: 1.0}
+
+    def slowdown(r: float) -> float:
+        if r not in seen:
+            seen[r] = speedup_at(r)
+        return 1.0 / seen[r]
+
+    ratio = bisect_uniform_ratio(slowdown, 1.0 / speedup, max_ratio, steps=steps, what="latency")
+    return ratio, 1.0 / slowdown(ratio)
