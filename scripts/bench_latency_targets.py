@@ -75,7 +75,7 @@ def confirmed_figures(run_dir: Path) -> dict[str, float]:
     if not path.is_file():
         return {}
     rows = json.loads(path.read_text())
-    best = max(rows, key=lambda r: r["reward"])
+    best = next((r for r in rows if r.get("chosen")), None) or max(rows, key=lambda r: r["reward"])
     return {"speedup_in_episode": best["speedup_in_episode"], "speedup_confirmed": best["speedup"],
             "confirmed_candidates": len(rows)}
 
