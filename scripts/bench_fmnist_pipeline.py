@@ -43,9 +43,9 @@ def experiment(args: argparse.Namespace):
             "budget_kind": "latency", "budget": 1.0 / args.speedup, "max_ratio": 0.9,
             "reward": "acc_latency", "reward_kwargs": {"alpha": 0.0, "beta": -1.0},
             "latency_mode": "measured", "val_images": 1000, "eval_batch_size": 500, "eval_runtime": "onnxruntime",
-            "bn_recalib_batches": 2, "lut_path": str(Path(args.work) / "lut.json"),
+            "bn_recalib_batches": 2, "lut_path": str(Path(args.work) / f"lut-{args.runtime}.json"),
             "prune": {"scope": "all", "round_to": args.round_to},
-            "latency": {"runtime": "torch", "threads": 1, "batch_size": 1, "rounds": args.rounds},
+            "latency": {"runtime": args.runtime, "threads": 1, "batch_size": 1, "rounds": args.rounds},
         },
         "search": {"agent": "ddpg", "episodes": args.episodes, "seed": args.seed, "out_dir": str(Path(args.work) / "search")},
         "ddpg": {"warmup_episodes": max(5, args.episodes // 4), "lr_actor": 1e-3, "updates_per_step": 4,
@@ -77,6 +77,8 @@ def main() -> None:
     ap.add_argument("--weights", required=True, help="the baseline trained on Fashion-MNIST")
     ap.add_argument("--data-root", default=str(Path(os.environ.get("AUTOCOMPRESS_SHARED", "../shared")) / "data"))
     ap.add_argument("--speedup", type=float, default=2.0)
+    ap.add_argument("--runtime", choices=("torch", "onnxruntime"), default="torch",
+                    help="target runtime timed for the speedup (1 thread, batch 1)")
     ap.add_argument("--episodes", type=int, default=40)
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--final-rounds", type=int, default=40)
