@@ -27,8 +27,13 @@ def main() -> None:
     rows = [r for r in data["rows"] if "error" not in r]  # unreachable targets have no point
     base = rows[0]["baseline"]["top1"]
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
-    for key, label, style in (("searched", "DDPG search (measured-latency reward)", "o-"),
-                              ("uniform_same_latency", "uniform, matched on the table to the searched speedup", "s--")):
+    series = [("searched", "DDPG search (measured-latency reward)", "o-")]
+    if "uniform_same_table_latency" in rows[0]:  # newer results: uniform bisected on measured speed, table kept too
+        series += [("uniform_same_latency", "uniform, matched on measured speed", "s--"),
+                   ("uniform_same_table_latency", "uniform, matched on the table's prediction", "^:")]
+    else:
+        series += [("uniform_same_latency", "uniform, matched on the table to the searched speedup", "s--")]
+    for key, label, style in series:
         xs = [1.0] + [r[key]["speedup"] for r in rows]
         ys = [base] + [r[key]["top1"] for r in rows]
         ax.plot(xs, ys, style, label=label)
