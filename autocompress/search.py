@@ -144,6 +144,7 @@ class Search:
         self.agent, self.act_env = make_agent(cfg, env)
         self.episode = 0
         self.best: dict[str, Any] | None = None
+        self.confirmed_at: int | None = None  # episode count when the leaders were last re-timed
         if cfg.search.agent == "uniform":
             # One deterministic policy: a single evaluated episode is its whole search.
             self.cfg = replace(cfg, search=replace(cfg.search, episodes=1))
@@ -178,6 +179,7 @@ class Search:
         self.agent.load_state_dict(state["agent"])
         self.episode = int(state["episode"])
         self.best = state["best"]
+        self.confirmed_at = state.get("confirmed_at")
         self.env.evaluation_cache.update(state["env_cache"])
         if hasattr(self.env, "lut_feedback"):
             self.env.lut_feedback[:] = state.get("env_lut_feedback", [])
@@ -189,6 +191,7 @@ class Search:
             "episode": self.episode,
             "agent": self.agent.state_dict(),
             "best": self.best,
+            "confirmed_at": self.confirmed_at,
             "env_cache": self.env.evaluation_cache,
             "env_lut_feedback": list(getattr(self.env, "lut_feedback", [])),
             "config": _comparable(self.cfg),
@@ -202,7 +205,8 @@ class Search:
         which misses the latency target when timed again; this picks among the top few on longer timings.
         With a latency budget the target is a promise: the leaders by reward are joined by the leaders among
         episodes that met it, and a policy that meets it on re-timing wins over any that does not
-        (`choose_confirmed`). Done once, at the end (a resumed finished run does it again, harmlessly).
+        (`choose_confirmed`). Done once per finished run: resuming a finished search keeps its choice (re-timing
+        would pick again on new noise); extending it with more episodes confirms again.
         """
         if getattr(self.env, "meter", None) is None or not hasattr(self.env, "remeasure"):
             return
@@ -232,6 +236,7 @@ class Search:
         if not confirmed:
             return
         best = choose_confirmed(confirmed, target)
+        self.confirmed_at = self.episode
         if target is not None and best["speedup"] < target * (1.0 - CONFIRM_TOLERANCE):
             print(f"warning: none of the {len(confirmed)} leading policies reached the {target:.2f}x target when "
                   f"re-timed (best {best['speedup']:.2f}x); run more episodes, or keep env.lut_feedback on so the "
@@ -285,7 +290,7 @@ class Search:
                 bar.set_postfix(_postfix(self.best), refresh=False)
                 if self.episode % self.cfg.search.checkpoint_every == 0 or self.episode == total:
                     self._save_checkpoint()
-            if self.episode == total and self.best:
+            if self.episode == total and self.best and self.confirmed_at != self.episode:
                 self._confirm_best(log)
                 log.hparams(_flat(to_dict(self.cfg)), {k: self.best.get(k) for k in ("reward", "top1", "macs_ratio", "speedup")})
         finally:

@@ -132,6 +132,11 @@ def test_measured_latency_search_retimes_its_leaders_before_choosing(tmp_path):
     assert saved.metrics["speedup"] == pytest.approx(best["speedup"])
     assert any(info.get("remeasured_rounds") for _, info in env.evaluation_cache.values())
     assert all("lut_correction" in h for h in history(tmp_path / "run"))
+    # resuming the finished search keeps its choice: re-timing again would choose on new noise
+    chosen = (tmp_path / "run" / "confirmed.json").read_text()
+    env_again, _ = build(cfg, progress=False)
+    again = Search(cfg, env_again, tmp_path / "run", resume=True).run(progress=False)
+    assert again.best == result.best and (tmp_path / "run" / "confirmed.json").read_text() == chosen
 
 
 def test_a_retimed_policy_that_meets_the_latency_target_wins_over_a_faster_scoring_miss():
