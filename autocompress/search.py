@@ -237,7 +237,7 @@ class Search:
             return
         best = choose_confirmed(confirmed, target)
         self.confirmed_at = self.episode
-        if target is not None and best["speedup"] < target * (1.0 - CONFIRM_TOLERANCE):
+        if target is not None and not meets_target(best["speedup"], target):
             print(f"warning: none of the {len(confirmed)} leading policies reached the {target:.2f}x target when "
                   f"re-timed (best {best['speedup']:.2f}x); run more episodes, or keep env.lut_feedback on so the "
                   "budget wall learns the table's error.", file=sys.stderr)
@@ -308,6 +308,11 @@ CONFIRM_TOLERANCE = 0.02
 spread of a 30-pair median on a quiet 2-core CPU, so that timing noise alone does not disqualify a policy."""
 
 
+def meets_target(speedup: float, target_speedup: float) -> bool:
+    """Whether a re-timed speedup counts as reaching the target, within CONFIRM_TOLERANCE."""
+    return speedup >= target_speedup * (1.0 - CONFIRM_TOLERANCE)
+
+
 def choose_confirmed(confirmed: list[dict[str, Any]], target_speedup: float | None) -> dict[str, Any]:
     """The best re-timed policy: highest reward, among those that meet the target speedup if any do.
 
@@ -315,7 +320,7 @@ def choose_confirmed(confirmed: list[dict[str, Any]], target_speedup: float | No
     can outscore every one that meets it; a user who asked for a speedup gets one that delivers it.
     """
     if target_speedup is not None:
-        meeting = [r for r in confirmed if r["speedup"] >= target_speedup * (1.0 - CONFIRM_TOLERANCE)]
+        meeting = [r for r in confirmed if meets_target(r["speedup"], target_speedup)]
         if meeting:
             return max(meeting, key=lambda r: r["reward"])
     return max(confirmed, key=lambda r: r["reward"])
