@@ -22,7 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from plot_utils import write_json_atomic
+from plot_utils import run_script, write_json_atomic
 
 from autocompress.config import TrainConfig, load_config
 from autocompress.data import make_loader
@@ -139,4 +139,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

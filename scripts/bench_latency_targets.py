@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from plot_utils import write_json_atomic
+from plot_utils import run_script, write_json_atomic
 
 from autocompress.config import ConfigError, load_config
 from autocompress.data import make_loader
@@ -186,4 +186,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     np.set_printoptions(precision=3)
-    main()
+    run_script(main)

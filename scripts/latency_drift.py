@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import torch
-from plot_utils import write_json_atomic
+from plot_utils import run_script, write_json_atomic
 
 from autocompress.config import LatencyConfig
 from autocompress.measure.latency import LatencyMeter
@@ -61,4 +61,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -1,4 +1,5 @@
-"""Small helpers shared by the benchmark scripts: read a run's history, plot best-so-far curves, write atomically.
+"""Small helpers shared by the benchmark scripts: read a run's history, plot best-so-far curves, write atomically,
+turn a user error into a one-line message.
 
 Kept out of the package on purpose: they only serve the reports in docs/benchmarks.
 """
@@ -7,12 +8,24 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from autocompress.config import AutocompressError
+
+
+def run_script(main: Callable[[], object]) -> None:
+    """Run a script's main; a bad argument, path or dataset exits 2 with its message, not a traceback."""
+    try:
+        main()
+    except AutocompressError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 def write_json_atomic(path: str | Path, data: Any) -> Path:
