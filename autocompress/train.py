@@ -1,5 +1,6 @@
 """Training and fine-tuning: SGD with momentum, cosine learning rate per step, label smoothing,
-optional knowledge distillation from a teacher, AMP on CUDA, and an atomic checkpoint each epoch."""
+optional knowledge distillation from a teacher, fp16 AMP on CUDA or bf16 autocast on the CPU, channels-last
+convolutions, and an atomic checkpoint each epoch."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ import os
 import sys
 import tempfile
 import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +61,40 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     return F.kl_div(log_p, q, reduction="batchmean", log_target=True) * (t * t)
 
 
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX: without them bf16 is emulated and slower than fp32."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
+def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for this device and config, or None for plain fp32."""
+    if device.type == "cuda" and cfg.amp:
+        return torch.float16
+    if device.type == "cpu" and cfg.cpu_bf16:
+        if not cpu_has_native_bf16():
+            warnings.warn("cpu_bf16 is on but this CPU has no native bf16 (AVX512-BF16 or AMX): bf16 is emulated "
+                          "and training will likely be slower than fp32; turn cpu_bf16 off.", stacklevel=3)
+        return torch.bfloat16
+    return None
+
+
+@contextmanager
+def memory_format(modules: list[nn.Module], channels_last: bool) -> Iterator[None]:
+    """Hold `modules` in channels-last layout for the block, then hand them back contiguous, so that
+    what follows (export, latency timing, the user's own code) sees the layout it expects."""
+    if not channels_last:
+        yield
+        return
+    for m in modules:
+        m.to(memory_format=torch.channels_last)
+    try:
+        yield
+    finally:
+        for m in modules:
+            m.to(memory_format=torch.contiguous_format)
+
+
 def _cosine(total_steps: int) -> Any:
     return lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
 
@@ -86,60 +124,81 @@ def train(
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _cosine(cfg.epochs * steps))
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    amp_dtype = autocast_dtype(cfg, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype is torch.float16)
     history: list[dict[str, float]] = []
-    for epoch in range(1, cfg.epochs + 1):
-        start = time.perf_counter()
-        model.train()
-        loss_sum, correct, seen = 0.0, 0, 0
-        bar = tqdm(total=steps, desc=f"epoch {epoch}/{cfg.epochs}", file=sys.stderr, disable=not progress,
-                   leave=False, dynamic_ncols=True)
-        for i, (x, y) in enumerate(loader):
-            if i >= steps:
-                break
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-                logits = model(x)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
-                if distill:
-                    assert teacher is not None
-                    with torch.no_grad():
-                        t_logits = teacher(x)
-                    kd = distillation_loss(logits, t_logits, cfg.distill_temperature)
-                    loss = (1.0 - cfg.distill_alpha) * loss + cfg.distill_alpha * kd
-            if not torch.isfinite(loss):
-                bar.close()
-                raise TrainError(f"the loss became {loss.item()} in epoch {epoch}, batch {i}; lower the learning "
-                                 f"rate (now {cfg.lr}) or check the weights and data.")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            loss_sum += loss.item() * y.shape[0]
-            correct += int((logits.argmax(1) == y).sum())
-            seen += int(y.shape[0])
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", top1=f"{100.0 * correct / seen:.1f}")
-        bar.close()
-        record: dict[str, float] = {
-            "epoch": epoch,
-            "lr": optimizer.param_groups[0]["lr"],
-            "train_loss": loss_sum / max(seen, 1),
-            "train_top1": 100.0 * correct / max(seen, 1),
-        }
-        if len(bundle.val) > 0:  # type: ignore[arg-type]
-            val_loader = make_loader(bundle.val, bundle.batch_size, num_workers=bundle.num_workers)
-            res = evaluate(model, val_loader, device, max_batches=cfg.max_batches)
-            record.update(val_top1=res.top1, val_top5=res.top5, val_loss=res.loss)
-        record["seconds"] = time.perf_counter() - start
-        history.append(record)
-        if progress:
-            shown = ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k != "epoch")
-            print(f"epoch {epoch}/{cfg.epochs}: {shown}", file=sys.stderr)
-        if out_dir is not None:
-            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "epoch": epoch, "history": history}
-            save_atomic(state, Path(out_dir) / CHECKPOINT_NAME)
+    with memory_format([model] + ([teacher] if distill and teacher is not None else []), cfg.channels_last):
+        for epoch in range(1, cfg.epochs + 1):
+            start = time.perf_counter()
+            record = _epoch(model, teacher if distill else None, loader, steps, optimizer, scheduler, scaler,
+                            amp_dtype, cfg, device, epoch, progress)
+            if len(bundle.val) > 0:  # type: ignore[arg-type]
+                val_loader = make_loader(bundle.val, bundle.batch_size, num_workers=bundle.num_workers)
+                res = evaluate(model, val_loader, device, max_batches=cfg.max_batches)
+                record.update(val_top1=res.top1, val_top5=res.top5, val_loss=res.loss)
+            record["seconds"] = time.perf_counter() - start
+            history.append(record)
+            if progress:
+                shown = ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k != "epoch")
+                print(f"epoch {epoch}/{cfg.epochs}: {shown}", file=sys.stderr)
+            if out_dir is not None:
+                state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                         "scheduler": scheduler.state_dict(), "epoch": epoch, "history": history}
+                save_atomic(state, Path(out_dir) / CHECKPOINT_NAME)
     return history
+
+
+def _epoch(
+    model: nn.Module,
+    teacher: nn.Module | None,
+    loader: Any,
+    steps: int,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: torch.amp.GradScaler,
+    amp_dtype: torch.dtype | None,
+    cfg: TrainConfig,
+    device: torch.device,
+    epoch: int,
+    progress: bool,
+) -> dict[str, float]:
+    """One pass over `loader` (at most `steps` batches); the epoch's record so far."""
+    model.train()
+    loss_sum, correct, seen = 0.0, 0, 0
+    bar = tqdm(total=steps, desc=f"epoch {epoch}/{cfg.epochs}", file=sys.stderr, disable=not progress,
+               leave=False, dynamic_ncols=True)
+    for i, (x, y) in enumerate(loader):
+        if i >= steps:
+            break
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            logits = model(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+            if teacher is not None:
+                with torch.no_grad():
+                    t_logits = teacher(x)
+                kd = distillation_loss(logits, t_logits, cfg.distill_temperature)
+                loss = (1.0 - cfg.distill_alpha) * loss + cfg.distill_alpha * kd
+        if not torch.isfinite(loss):
+            bar.close()
+            raise TrainError(f"the loss became {loss.item()} in epoch {epoch}, batch {i}; lower the learning "
+                             f"rate (now {cfg.lr}) or check the weights and data.")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        loss_sum += loss.item() * y.shape[0]
+        correct += int((logits.argmax(1) == y).sum())
+        seen += int(y.shape[0])
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", top1=f"{100.0 * correct / seen:.1f}")
+    bar.close()
+    return {
+        "epoch": epoch,
+        "lr": optimizer.param_groups[0]["lr"],
+        "train_loss": loss_sum / max(seen, 1),
+        "train_top1": 100.0 * correct / max(seen, 1),
+    }

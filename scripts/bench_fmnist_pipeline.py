@@ -60,7 +60,8 @@ def prune_finetune_test(env, bundle, ratios, args, meter) -> dict:
     recalibrate_bn(pruned, env.data.calib_images, 128)
     before = evaluate(pruned, test).top1
     t = time.perf_counter()
-    ft = TrainConfig(epochs=args.ft_epochs, lr=args.ft_lr, distill=True, max_batches=args.ft_max_batches)
+    ft = TrainConfig(epochs=args.ft_epochs, lr=args.ft_lr, distill=True, max_batches=args.ft_max_batches,
+                     cpu_bf16=args.cpu_bf16)
     train(pruned, bundle, ft, teacher=env.model, progress=False)
     ft_s = time.perf_counter() - t
     after = evaluate(pruned.eval(), test).top1
@@ -86,6 +87,7 @@ def main() -> None:
     ap.add_argument("--ft-epochs", type=int, default=1)
     ap.add_argument("--ft-lr", type=float, default=0.01)
     ap.add_argument("--ft-max-batches", type=int, default=None)
+    ap.add_argument("--cpu-bf16", action="store_true", help="fine-tune with bf16 autocast on the CPU (TrainConfig.cpu_bf16)")
     ap.add_argument("--uniform-match", choices=("measured", "table"), default="measured",
                     help="match the uniform baseline to the searched policy's measured speedup, or to the table's budget")
     ap.add_argument("--policies", nargs="+", choices=("searched", "uniform"), default=["searched", "uniform"],

@@ -12,7 +12,15 @@ from autocompress.config import DataConfig, TrainConfig
 from autocompress.data import load_data, take_tensors
 from autocompress.measure.accuracy import evaluate_tensors
 from autocompress.models import get_model
-from autocompress.train import CHECKPOINT_NAME, TrainError, distillation_loss, save_atomic, train
+from autocompress.train import (
+    CHECKPOINT_NAME,
+    TrainError,
+    autocast_dtype,
+    cpu_has_native_bf16,
+    distillation_loss,
+    save_atomic,
+    train,
+)
 
 
 @pytest.fixture(scope="module")
@@ -84,3 +92,43 @@ def test_divergence_is_a_clear_error(digits) -> None:
 def test_save_atomic(tmp_path: Path) -> None:
     path = save_atomic({"a": torch.ones(2)}, tmp_path / "sub" / "x.pth")
     assert torch.equal(torch.load(path, weights_only=True)["a"], torch.ones(2))
+
+
+def test_channels_last_trains_like_nchw_and_hands_back_contiguous(digits) -> None:
+    """Same fp32 arithmetic in NHWC; the model and the teacher come back in the default layout."""
+    results = {}
+    for channels_last in (False, True):
+        torch.manual_seed(3)
+        teacher = get_model("tiny_cnn", in_channels=1)
+        model = get_model("tiny_cnn", in_channels=1)
+        cfg = TrainConfig(epochs=1, lr=0.05, max_batches=5, distill=True, channels_last=channels_last)
+        train(model, digits, cfg, teacher=teacher, progress=False)
+        for m in (model, teacher):
+            for p in m.parameters():
+                assert p.is_contiguous()
+        results[channels_last] = model.state_dict()
+    for name, value in results[False].items():
+        assert torch.allclose(value.float(), results[True][name].float(), atol=1e-4), name
+
+
+def test_cpu_bf16_learns_and_keeps_fp32_weights(digits) -> None:
+    torch.manual_seed(0)
+    model = get_model("tiny_cnn", in_channels=1)
+    cfg = TrainConfig(epochs=4, lr=0.2, max_batches=15, cpu_bf16=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a CPU without native bf16 warns, and still trains
+        history = train(model, digits, cfg, progress=False)
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert history[-1]["val_top1"] > 60.0  # chance is 10%
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_autocast_dtype_follows_device_and_config() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert autocast_dtype(TrainConfig(), cpu) is None
+    assert autocast_dtype(TrainConfig(), cuda) is torch.float16
+    assert autocast_dtype(TrainConfig(amp=False), cuda) is None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert autocast_dtype(TrainConfig(cpu_bf16=True), cpu) is torch.bfloat16
+    assert bool(caught) == (not cpu_has_native_bf16())

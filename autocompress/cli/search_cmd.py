@@ -43,6 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--batch-size", type=int, default=128)
     f.add_argument("--max-batches", type=int, help="cap batches per epoch (quick runs)")
     f.add_argument("--distill", action="store_true", help="distil from the unpruned network")
+    f.add_argument("--cpu-bf16", action="store_true", help="bf16 autocast on the CPU: 1.5-3x faster on CPUs with AVX512-BF16 or AMX (off: fp32)")
     f.add_argument("--criterion", default="l1", help="which channels go: l1, l2, bn_scale, fpgm, random")
     f.add_argument("--recalib-batches", type=int, default=4,
                    help="training batches to re-estimate BatchNorm statistics after pruning (0 = off)")
@@ -103,7 +104,8 @@ def _finetune(args: argparse.Namespace) -> int:
         recalibrate_bn(pruned, calib, args.batch_size)
     loader = make_loader(bundle.test, batch_size=args.batch_size)
     before = evaluate(pruned, loader).top1
-    cfg = TrainConfig(epochs=args.epochs, lr=args.lr, distill=args.distill, max_batches=args.max_batches)
+    cfg = TrainConfig(epochs=args.epochs, lr=args.lr, distill=args.distill, max_batches=args.max_batches,
+                      cpu_bf16=args.cpu_bf16)
     train(pruned, bundle, cfg, teacher=model if args.distill else None, out_dir=Path(args.out) / "checkpoints")
     after = evaluate(pruned, loader)
     path = Path(args.out) / "pruned_model.pt"

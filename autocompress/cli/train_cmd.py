@@ -43,6 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--distill-alpha", type=float, default=0.5, help="weight of the distillation loss")
     t.add_argument("--distill-temperature", type=float, default=4.0)
     t.add_argument("--max-batches", type=int, help="cap batches per epoch (quick runs)")
+    t.add_argument("--cpu-bf16", action="store_true", help="bf16 autocast on the CPU: 1.5-3x faster on CPUs with AVX512-BF16 or AMX (off: fp32)")
     t.add_argument("--no-augment", action="store_true", help="no random crop / flip on the training split")
     t.add_argument("--out", help="output folder (default runs/<model>-<data>)")
     t.add_argument("--json", action="store_true", help="print the result as one JSON object")
@@ -115,7 +116,7 @@ def _train(args: argparse.Namespace) -> int:
     train_cfg = TrainConfig(epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay,
                             label_smoothing=args.label_smoothing, distill=teacher is not None,
                             distill_alpha=args.distill_alpha, distill_temperature=args.distill_temperature,
-                            device=args.device, max_batches=args.max_batches)
+                            device=args.device, max_batches=args.max_batches, cpu_bf16=args.cpu_bf16)
     validate(train_cfg, "train")
     out = Path(args.out or f"runs/{args.model.replace(':', '_')}-{args.data}")
     out.mkdir(parents=True, exist_ok=True)
@@ -123,7 +124,7 @@ def _train(args: argparse.Namespace) -> int:
     model_path = save_atomic(model.cpu().state_dict(), out / FINAL_MODEL_NAME)
     test = evaluate(model, make_loader(bundle.test, args.batch_size), train_cfg.device)
     result = {"model": args.model, "data": args.data, "epochs": args.epochs, "weights": str(model_path),
-              "test": asdict(test), "history": history}
+              "test": asdict(test), "train_config": asdict(train_cfg), "history": history}
     _write_json_atomic(result, out / "result.json")
     if args.json:
         print(json.dumps(result, default=float))
