@@ -95,6 +95,18 @@ def memory_format(modules: list[nn.Module], channels_last: bool) -> Iterator[Non
             m.to(memory_format=torch.contiguous_format)
 
 
+def _forward(model: nn.Module, x: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    """model(x), with the one failure channels-last brings to a user's model named, with its fix."""
+    try:
+        return model(x)
+    except RuntimeError as exc:
+        if cfg.channels_last and "view size is not compatible" in str(exc):
+            raise TrainError("the model calls .view() on a feature map, which fails in channels-last layout; "
+                             "use .flatten()/.reshape() in its forward, or train with channels_last: false "
+                             "(in the config's pretrain/finetune section).") from exc
+        raise
+
+
 def _cosine(total_steps: int) -> Any:
     return lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
 
@@ -174,7 +186,7 @@ def _epoch(
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            logits = model(x)
+            logits = _forward(model, x, cfg)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
             if teacher is not None:
                 with torch.no_grad():

@@ -132,3 +132,23 @@ def test_autocast_dtype_follows_device_and_config() -> None:
         warnings.simplefilter("always")
         assert autocast_dtype(TrainConfig(cpu_bf16=True), cpu) is torch.bfloat16
     assert bool(caught) == (not cpu_has_native_bf16())
+
+
+class _ViewNet(torch.nn.Module):
+    """Flattens its feature map with .view(), as many hand-written models do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 4, 3, stride=2, padding=1)
+        self.fc = torch.nn.Linear(4 * 8 * 8, 10)  # digits are 16x16
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv(x).view(x.shape[0], -1))
+
+
+def test_view_in_forward_is_a_clear_error_in_channels_last(digits) -> None:
+    with pytest.raises(TrainError, match="channels_last: false"):
+        train(_ViewNet(), digits, TrainConfig(epochs=1, max_batches=1), progress=False)
+    model = _ViewNet()
+    train(model, digits, TrainConfig(epochs=1, max_batches=2, channels_last=False), progress=False)
+    assert all(p.is_contiguous() for p in model.parameters())
