@@ -62,14 +62,15 @@ def prune_finetune_test(env, bundle, ratios, args, meter) -> dict:
     t = time.perf_counter()
     ft = TrainConfig(epochs=args.ft_epochs, lr=args.ft_lr, distill=True, max_batches=args.ft_max_batches,
                      cpu_bf16=args.cpu_bf16)
-    train(pruned, bundle, ft, teacher=env.model, progress=False)
+    history = train(pruned, bundle, ft, teacher=env.model, progress=False)
     ft_s = time.perf_counter() - t
     after = evaluate(pruned.eval(), test).top1
     cmp = meter.compare(env.model, pruned)
     kept = env.pruner.kept_channels(ratios)
     return {"top1_before_ft": before, "top1_after_ft": after, "speedup": cmp.speedup, "spread": cmp.spread,
             "latency_ms": cmp.latency_ms, "baseline_ms": cmp.baseline_ms,
-            "macs_ratio": env.cost_model.macs(kept) / env.base_macs, "finetune_s": ft_s}
+            "macs_ratio": env.cost_model.macs(kept) / env.base_macs, "finetune_s": ft_s,
+            "finetune_history": history}
 
 
 def main() -> None:
