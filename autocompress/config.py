@@ -58,7 +58,8 @@ class DataConfig:
     """Which data, and how it is split and loaded."""
 
     name: str = "digits"
-    """digits (embedded, no download), cifar10, cifar100, fashion_mnist, cifar10_subset, imagefolder."""
+    """digits (embedded, no download), cifar10, cifar100, fashion_mnist, cifar10_subset, cifar10_jpeg,
+    imagefolder."""
     root: str = field(default_factory=default_data_root)
     """Folder the dataset lives in ($AUTOCOMPRESS_DATA_ROOT, else ./data)."""
     val_size: int = 5000
@@ -71,6 +72,9 @@ class DataConfig:
     """Standard augmentation (random crop + flip where it makes sense) on the training split."""
     seed: int = 0
     """Seed of the train/val split."""
+    image_size: int | None = None
+    """imagefolder only: resize + centre-crop (random-resized-crop when training) to this size; None keeps
+    the images' native size (they must then share one size)."""
 
 
 @dataclass(frozen=True)
@@ -200,7 +204,9 @@ class DQNConfig:
 class SearchConfig:
     """The search loop joining env and agent."""
 
-    agent: Literal["ddpg", "dqn", "random", "uniform"] = "ddpg"
+    agent: Literal["ddpg", "dqn", "random", "uniform", "global", "sensitivity"] = "ddpg"
+    """ddpg, dqn (learning agents); random, uniform, global (one global channel ranking cut to the budget),
+    sensitivity (per-group sensitivity analysis + greedy allocation, as AIMET): the baselines."""
     episodes: int = 300
     seed: int = 0
     out_dir: str = "runs/experiment"
@@ -241,6 +247,26 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class TournamentConfig:
+    """After the search: the leading distinct policies each get a short fine-tune and are scored on the
+    held-out val split; successive halving keeps the better half and doubles the fine-tune each round. The
+    search then returns what is best after fine-tuning, not what scores best right after pruning."""
+
+    finalists: int = 8
+    """Distinct policies (by kept channels) taken from the search's best rewards."""
+    ft_batches: int = 100
+    """Training batches of the first round's fine-tune; each later round doubles it."""
+    lr: float = 0.01
+    """Peak learning rate of each short fine-tune (cosine to zero within it)."""
+    distill: bool = True
+    """Distil from the unpruned network during the short fine-tunes."""
+    val_images: int | None = None
+    """Val-split images each finalist is scored on (None: the whole val split)."""
+    seed: int = 0
+    """Seed of the fine-tunes' data order (the same for every finalist)."""
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     """One experiment: everything `autocompress search` needs, resolved."""
 
@@ -255,6 +281,8 @@ class ExperimentConfig:
     """Train the network before the search when it has no weights (the quickstart); saved in the run folder."""
     finetune: TrainConfig | None = None
     """Fine-tune the pruned network after the search (omit to skip)."""
+    tournament: TournamentConfig | None = None
+    """Choose among the search's leading policies by short fine-tunes on val (omit to keep the best reward)."""
 
 
 def _is_dataclass_type(tp: Any) -> bool:
@@ -381,12 +409,18 @@ def validate(obj: Any, where: str = "config") -> None:
     elif isinstance(obj, DataConfig):
         _check(obj.val_size >= 0, f"{where}.val_size", "must be >= 0.")
         _check(obj.batch_size >= 1, f"{where}.batch_size", "must be >= 1.")
+        _check(obj.image_size is None or obj.image_size >= 8, f"{where}.image_size", "must be >= 8 (or null).")
     elif isinstance(obj, SearchConfig):
         _check(obj.episodes >= 1, f"{where}.episodes", "must be >= 1.")
         _check(obj.torch_threads is None or obj.torch_threads >= 1, f"{where}.torch_threads", "must be >= 1.")
         _check(obj.checkpoint_every >= 1, f"{where}.checkpoint_every", "must be >= 1.")
     elif isinstance(obj, DQNConfig):
         _check(obj.bins >= 2, f"{where}.bins", "must be >= 2.")
+    elif isinstance(obj, TournamentConfig):
+        _check(obj.finalists >= 1, f"{where}.finalists", "must be >= 1.")
+        _check(obj.ft_batches >= 1, f"{where}.ft_batches", "must be >= 1.")
+        _check(obj.lr > 0, f"{where}.lr", "must be > 0.")
+        _check(obj.val_images is None or obj.val_images >= 1, f"{where}.val_images", "must be >= 1 (or null).")
     elif isinstance(obj, TrainConfig):
         _check(obj.epochs >= 0, f"{where}.epochs", "must be >= 0.")
         _check(obj.lr > 0, f"{where}.lr", "must be > 0.")

@@ -11,6 +11,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,8 +19,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from autocompress.config import DATA_ROOT_ENV_VAR, AutocompressError, DataConfig
+from autocompress.image_cache import ImageCacheError, load_image_arrays
 
-DATASETS = ("digits", "cifar10", "cifar100", "fashion_mnist", "cifar10_subset", "imagefolder")
+DATASETS = ("digits", "cifar10", "cifar100", "fashion_mnist", "cifar10_subset", "cifar10_jpeg", "imagefolder")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 VAL_SHARE_CAP = 0.25
@@ -157,6 +159,28 @@ def _cifar10_subset(cfg: DataConfig) -> Loaded:
     return split("train", None), split("test", None), 10, Augment(pad=4, flip=True)
 
 
+def _cifar10_jpeg(cfg: DataConfig) -> Loaded:
+    """The complete CIFAR-10 as JPEG files (`cifar10-jpeg/{train,test}/<class>/*.jpg`), decoded once and cached."""
+    base = Path(cfg.root) / "cifar10-jpeg"
+    if not (base / "train").is_dir() or not (base / "test").is_dir():
+        raise DataError(
+            f"cifar10_jpeg not found: looked for {base}/train and {base}/test. Point --data-root (or "
+            f"${DATA_ROOT_ENV_VAR}) at the folder holding cifar10-jpeg/ (e.g. ../shared/data)."
+        )
+    splits = []
+    for kind in ("train", "test"):
+        try:
+            images, labels, classes = load_image_arrays(base / kind, f"cifar10-jpeg-{kind}")
+        except ImageCacheError as exc:
+            raise DataError(f"cifar10_jpeg: {exc}") from None
+        if len(classes) != 10 or images.shape[1:] != (3, 32, 32):
+            raise DataError(f"cifar10_jpeg: {base / kind} holds {len(classes)} classes of "
+                            f"{images.shape[1:]} images; expected 10 classes of 3x32x32.")
+        splits.append(ImageTensorDataset(torch.from_numpy(images), torch.from_numpy(labels),
+                                         IMAGENET_MEAN, IMAGENET_STD))
+    return splits[0], splits[1], 10, Augment(pad=4, flip=True)
+
+
 def _missing(name: str, root: Path, exc: Exception) -> DataError:
     return DataError(
         f"{name} not found under {root.resolve()} ({exc}). Download it once with torchvision "
@@ -195,6 +219,7 @@ def _torchvision_set(name: str, num_classes: int, mean: tuple[float, ...], std: 
 _LOADERS: dict[str, Callable[[DataConfig], Loaded]] = {
     "digits": _digits,
     "cifar10_subset": _cifar10_subset,
+    "cifar10_jpeg": _cifar10_jpeg,
     "fashion_mnist": _torchvision_set("FashionMNIST", 10, (0.2860,), (0.3530,), Augment(pad=2, flip=False)),
     "cifar10": _torchvision_set("CIFAR10", 10, IMAGENET_MEAN, IMAGENET_STD, Augment(pad=4, flip=True)),
     "cifar100": _torchvision_set("CIFAR100", 100, (0.507, 0.487, 0.441), (0.267, 0.256, 0.276),
@@ -215,32 +240,79 @@ def val_count(val_size: int, n_train: int) -> int:
     return val_size
 
 
+STRATIFIED = frozenset({"cifar10_jpeg"})
+"""Datasets whose val split keeps the class shares of train (older ones keep their plain random split, so
+that their published figures stay reproducible)."""
+
+
+def stratified_val(labels: torch.Tensor, n_val: int, seed: int) -> torch.Tensor:
+    """Boolean mask of `n_val` positions drawn per class in proportion to its share (largest remainder),
+    each class's picks the first of a seeded permutation."""
+    perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    classes, counts = torch.unique(labels, return_counts=True)
+    exact = counts.double() * n_val / len(labels)
+    quota = exact.floor().long()
+    short = n_val - int(quota.sum())
+    quota[torch.argsort(exact - quota, descending=True, stable=True)[:short]] += 1
+    mask = torch.zeros(len(labels), dtype=torch.bool)
+    shuffled = labels[perm]
+    for c, q in zip(classes.tolist(), quota.tolist(), strict=True):
+        mask[perm[shuffled == c][:q]] = True
+    return mask
+
+
 def _split(train: ImageTensorDataset, cfg: DataConfig, aug: Augment) -> tuple[Dataset, Dataset]:
     n_val = val_count(cfg.val_size, len(train))
-    perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed))
-    return (train.view(perm[n_val:], aug if cfg.augment else None), train.view(perm[:n_val], None))
+    if cfg.name in STRATIFIED:
+        in_val = stratified_val(train.labels[train.indices], n_val, cfg.seed)
+        val_pos, train_pos = torch.nonzero(in_val).flatten(), torch.nonzero(~in_val).flatten()
+    else:
+        perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed))
+        val_pos, train_pos = perm[:n_val], perm[n_val:]
+    return (train.view(train_pos, aug if cfg.augment else None), train.view(val_pos, None))
+
+
+def _imagefolder_transforms(cfg: DataConfig, native: tuple[int, int]) -> tuple[Any, Any, tuple[int, int, int]]:
+    """(train, eval) transforms and the input shape: ImageNet-style crops when cfg.image_size is set, else
+    the native size kept (pad-and-crop + flip augmentation, as for CIFAR)."""
+    import torchvision.transforms as T
+
+    norm = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
+    if cfg.image_size is None:
+        h, w = native
+        plain = T.Compose([T.ToTensor(), norm])
+        aug = T.Compose([T.RandomCrop((h, w), padding=max(1, min(h, w) // 8)), T.RandomHorizontalFlip(),
+                         T.ToTensor(), norm])
+        return (aug if cfg.augment else plain), plain, (3, h, w)
+    size = cfg.image_size
+    plain = T.Compose([T.Resize(round(size * 256 / 224)), T.CenterCrop(size), T.ToTensor(), norm])
+    aug = T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(), T.ToTensor(), norm])
+    return (aug if cfg.augment else plain), plain, (3, size, size)
 
 
 def _imagefolder(cfg: DataConfig) -> DataBundle:
-    import torchvision.transforms as T
+    from PIL import Image
     from torchvision.datasets import ImageFolder
 
     root = Path(cfg.root)
-    for sub in ("train", "val"):
-        if not (root / sub).is_dir():
-            raise DataError(
-                f"imagefolder needs {root / sub}/<class>/<image> folders (train and val); "
-                "point --data-root at the folder holding train/ and val/."
-            )
-    norm = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
-    plain = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(), norm])
-    aug = T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.ToTensor(), norm]) if cfg.augment else plain
-    train_aug, train_plain = ImageFolder(str(root / "train"), aug), ImageFolder(str(root / "train"), plain)
-    test = ImageFolder(str(root / "val"), plain)
+    test_dir = next((root / s for s in ("test", "val") if (root / s).is_dir()), None)
+    if not (root / "train").is_dir() or test_dir is None:
+        raise DataError(
+            f"imagefolder needs {root}/train/<class>/<image> and {root}/test/ (or val/) folders; "
+            "point --data-root at the folder holding them."
+        )
+    probe = ImageFolder(str(root / "train"))
+    with Image.open(probe.samples[0][0]) as im:
+        native = (im.height, im.width)
+    train_tf, plain, shape = _imagefolder_transforms(cfg, native)
+    train_aug, train_plain = ImageFolder(str(root / "train"), train_tf), ImageFolder(str(root / "train"), plain)
+    test = ImageFolder(str(test_dir), plain)
     n_val = val_count(cfg.val_size, len(train_plain))
-    perm = torch.randperm(len(train_plain), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
-    return DataBundle("imagefolder", Subset(train_aug, perm[n_val:]), Subset(train_plain, perm[:n_val]), test,
-                      len(train_plain.classes), (3, 224, 224), IMAGENET_MEAN, IMAGENET_STD,
+    labels = torch.tensor(train_plain.targets)
+    in_val = stratified_val(labels, n_val, cfg.seed)
+    val_idx, train_idx = torch.nonzero(in_val).flatten().tolist(), torch.nonzero(~in_val).flatten().tolist()
+    return DataBundle("imagefolder", Subset(train_aug, train_idx), Subset(train_plain, val_idx), test,
+                      len(train_plain.classes), shape, IMAGENET_MEAN, IMAGENET_STD,
                       cfg.batch_size, cfg.num_workers)
 
 

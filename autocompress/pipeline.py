@@ -25,8 +25,9 @@ from autocompress.export import export_onnx, export_torchscript, save_pruned
 from autocompress.measure.accuracy import evaluate
 from autocompress.measure.flops import count_macs_params
 from autocompress.measure.latency import LatencyMeter
-from autocompress.pruning import Schedule, recalibrate_bn
-from autocompress.search import BEST_SCHEDULE, Search, SearchResult
+from autocompress.pruning import Schedule
+from autocompress.search import BEST_SCHEDULE, ONE_EPISODE, Search, SearchResult, best_schedule
+from autocompress.tournament import run_tournament
 from autocompress.train import train
 
 
@@ -75,6 +76,8 @@ def run_experiment(cfg: ExperimentConfig, resume: bool = False, progress: bool =
     _say(progress, f"{cfg.model.name}: {len(env.groups)} prunable groups, baseline val top-1 {env.baseline_top1:.2f}%")
     search = Search(cfg, env, Path(cfg.search.out_dir), resume=resume)
     result = search.run(progress=progress)
+    if cfg.tournament is not None and cfg.search.agent not in ONE_EPISODE:
+        result = choose_by_tournament(cfg, env, bundle, result, progress)
     summary: dict[str, Any] = {"run_dir": str(result.run_dir), "episodes": result.episodes, "best": _plain_best(result)}
     if finalize_run:
         summary.update(finalize(cfg, env, bundle, result, progress=progress))
@@ -82,14 +85,25 @@ def run_experiment(cfg: ExperimentConfig, resume: bool = False, progress: bool =
     return summary
 
 
+def choose_by_tournament(cfg: ExperimentConfig, env: NetCompressEnv, bundle: DataBundle, result: SearchResult,
+                         progress: bool = True) -> SearchResult:
+    """The search's leaders, short-fine-tuned and scored on val; the winner becomes the best schedule."""
+    assert cfg.tournament is not None
+    _say(progress, f"tournament: the {cfg.tournament.finalists} leading policies, short fine-tunes scored on val")
+    outcome = run_tournament(cfg.tournament, env, bundle, result.run_dir, progress)
+    winner = outcome["winner"]
+    _, info = env.evaluate_policy(winner["schedule"])
+    best = {**{k: v for k, v in info.items() if k not in ("group", "prune_ratio", "cached")},
+            "episode": winner["episode"], "reward": winner["reward"], "tournament_val_top1": outcome["winner_val_top1"]}
+    best_schedule(env, cfg, best).save(result.run_dir / BEST_SCHEDULE)
+    return replace(result, best=best)
+
+
 def finalize(cfg: ExperimentConfig, env: NetCompressEnv, bundle: DataBundle, result: SearchResult, progress: bool = True) -> dict[str, Any]:
     """Apply the best schedule to the network, fine-tune, evaluate on the test split, save, summarise."""
     run_dir = result.run_dir
     schedule = Schedule.load(run_dir / BEST_SCHEDULE)
-    pruned = env.pruner.prune(schedule.prune_ratios(), env.data.calib_images if cfg.env.prune.reconstruct else None)
-    if cfg.env.bn_recalib_batches > 0:
-        n = cfg.env.bn_recalib_batches * cfg.env.bn_recalib_batch_size
-        recalibrate_bn(pruned, env.data.calib_images[:n], cfg.env.bn_recalib_batch_size)
+    pruned = env.compress(schedule.prune_ratios())
     test_loader = make_loader(bundle.test, batch_size=cfg.data.batch_size)
     before_ft = evaluate(pruned, test_loader).top1
     if cfg.finetune is not None and cfg.finetune.epochs > 0:

@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from autocompress.agents import DDPGAgent, DQNAgent, RandomAgent, UniformAgent
+from autocompress import allocate
+from autocompress.agents import DDPGAgent, DQNAgent, RandomAgent, ScheduleAgent, UniformAgent
 from autocompress.atomic import atomic_torch_save, atomic_write_text
 from autocompress.config import AutocompressError, ExperimentConfig, dump_config, to_dict
 from autocompress.envs import DiscreteActions, NetCompressEnv
@@ -91,19 +93,60 @@ def uniform_ratios_at_speedup(
     return dict.fromkeys(env.group_names, ratio), reached
 
 
+AgentBuilder = Callable[[ExperimentConfig, NetCompressEnv], tuple[Any, gym.Env]]
+
+
+def _ddpg(cfg: ExperimentConfig, env: NetCompressEnv) -> tuple[Any, gym.Env]:
+    return DDPGAgent(int(env.observation_space.shape[0]), env.action_space, cfg.ddpg, seed=cfg.search.seed), env
+
+
+def _dqn(cfg: ExperimentConfig, env: NetCompressEnv) -> tuple[Any, gym.Env]:
+    wrapped = DiscreteActions(env, bins=cfg.dqn.bins)
+    return DQNAgent(int(env.observation_space.shape[0]), cfg.dqn.bins, cfg.dqn, seed=cfg.search.seed), wrapped
+
+
+def _random(cfg: ExperimentConfig, env: NetCompressEnv) -> tuple[Any, gym.Env]:
+    return RandomAgent(env.action_space, seed=cfg.search.seed), env
+
+
+def _uniform(cfg: ExperimentConfig, env: NetCompressEnv) -> tuple[Any, gym.Env]:
+    return UniformAgent(np.array([uniform_action(env)], dtype=np.float32)), env
+
+
+def _global(cfg: ExperimentConfig, env: NetCompressEnv) -> tuple[Any, gym.Env]:
+    return ScheduleAgent(allocate.ratios_to_actions(env, allocate.global_ranking_ratios(env))), env
+
+
+def _sensitivity(cfg: ExperimentConfig, env: NetCompressEnv) -> tuple[Any, gym.Env]:
+    levels = allocate.sensitivity_levels(env, cfg.search.episodes)
+    curves = allocate.sensitivity_curves(env, levels)
+    ratios = allocate.sensitivity_ratios(env, levels, curves)
+    agent = ScheduleAgent(allocate.ratios_to_actions(env, ratios))
+    agent.report = allocate.sensitivity_report(levels, curves, ratios, env.baseline_top1)  # type: ignore[attr-defined]
+    return agent, env
+
+
+AGENTS: dict[str, AgentBuilder] = {
+    "ddpg": _ddpg,
+    "dqn": _dqn,
+    "random": _random,
+    "uniform": _uniform,
+    "global": _global,
+    "sensitivity": _sensitivity,
+}
+"""Search methods by name: the learning agents and the baselines they must beat, all in the same loop."""
+
+ONE_EPISODE = frozenset({"uniform", "global", "sensitivity"})
+"""Methods whose policy is fixed before the first episode: one evaluated episode is their whole search."""
+
+
 def make_agent(cfg: ExperimentConfig, env: NetCompressEnv) -> tuple[Any, gym.Env]:
     """The configured agent and the env it acts on (DQN gets the discrete-action wrapper)."""
-    obs_dim = int(env.observation_space.shape[0])
-    seed = cfg.search.seed
-    kind = cfg.search.agent
-    if kind == "ddpg":
-        return DDPGAgent(obs_dim, env.action_space, cfg.ddpg, seed=seed), env
-    if kind == "dqn":
-        wrapped = DiscreteActions(env, bins=cfg.dqn.bins)
-        return DQNAgent(obs_dim, cfg.dqn.bins, cfg.dqn, seed=seed), wrapped
-    if kind == "random":
-        return RandomAgent(env.action_space, seed=seed), env
-    return UniformAgent(np.array([uniform_action(env)], dtype=np.float32)), env
+    try:
+        builder = AGENTS[cfg.search.agent]
+    except KeyError:
+        raise SearchError(f"unknown search.agent {cfg.search.agent!r}; choose one of {', '.join(AGENTS)}.") from None
+    return builder(cfg, env)
 
 
 def _comparable(cfg: ExperimentConfig) -> dict[str, Any]:
@@ -113,7 +156,7 @@ def _comparable(cfg: ExperimentConfig) -> dict[str, Any]:
     return data
 
 
-def _best_schedule(env: NetCompressEnv, cfg: ExperimentConfig, record: dict[str, Any]) -> Schedule:
+def best_schedule(env: NetCompressEnv, cfg: ExperimentConfig, record: dict[str, Any]) -> Schedule:
     metrics = {
         "top1": record["top1"],
         "baseline_top1": record["baseline_top1"],
@@ -129,6 +172,7 @@ def _best_schedule(env: NetCompressEnv, cfg: ExperimentConfig, record: dict[str,
         "machine": machine_description(),
         "episode": record["episode"],
         "split": "val",
+        **({"tournament_val_top1": record["tournament_val_top1"]} if "tournament_val_top1" in record else {}),
     }
     budget = {"kind": cfg.env.budget_kind, "fraction": cfg.env.budget}
     return Schedule.from_pruner(env.pruner, record["schedule"], cfg.model.name, budget=budget, metrics=metrics)
@@ -145,10 +189,12 @@ class Search:
         self.episode = 0
         self.best: dict[str, Any] | None = None
         self.confirmed_at: int | None = None  # episode count when the leaders were last re-timed
-        if cfg.search.agent == "uniform":
-            # One deterministic policy: a single evaluated episode is its whole search.
+        if cfg.search.agent in ONE_EPISODE:
             self.cfg = replace(cfg, search=replace(cfg.search, episodes=1))
         self._prepare_run_dir(resume)
+        report = getattr(self.agent, "report", None)
+        if report is not None:
+            atomic_write_text(self.run_dir / f"{cfg.search.agent}.json", json.dumps(report, indent=1))
 
     # ----------------------------------------------------------------- run folder
     def _prepare_run_dir(self, resume: bool) -> None:
@@ -242,7 +288,7 @@ class Search:
                   f"re-timed (best {best['speedup']:.2f}x); run more episodes, or keep env.lut_feedback on so the "
                   "budget wall learns the table's error.", file=sys.stderr)
         self.best = {k: v for k, v in best.items() if k not in ("group", "prune_ratio")}
-        _best_schedule(self.env, self.cfg, self.best).save(self.run_dir / BEST_SCHEDULE)
+        best_schedule(self.env, self.cfg, self.best).save(self.run_dir / BEST_SCHEDULE)
         atomic_write_text(self.run_dir / "confirmed.json", json.dumps(
             [{k: r.get(k) for k in ("episode", "reward", "top1", "speedup", "speedup_in_episode", "macs_ratio")}
              | {"chosen": r is best} for r in confirmed], indent=1))
@@ -279,7 +325,7 @@ class Search:
                 improved = self.best is None or record["reward"] > self.best["reward"]
                 if improved:
                     self.best = {k: v for k, v in record.items() if k not in ("group", "prune_ratio")}
-                    _best_schedule(self.env, self.cfg, self.best).save(self.run_dir / BEST_SCHEDULE)
+                    best_schedule(self.env, self.cfg, self.best).save(self.run_dir / BEST_SCHEDULE)
                 log.episode(self.episode, _loggable(record), metrics, self.best)
                 if improved:
                     names = self.env.group_names

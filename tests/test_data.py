@@ -8,8 +8,18 @@ import pytest
 import torch
 from PIL import Image
 
+from autocompress import image_cache
 from autocompress.config import AutocompressError, DataConfig
-from autocompress.data import DataError, ImageTensorDataset, load_data, make_loader, take_tensors, val_count
+from autocompress.data import (
+    DataError,
+    ImageTensorDataset,
+    load_data,
+    make_loader,
+    stratified_val,
+    take_tensors,
+    val_count,
+)
+from autocompress.image_cache import CACHE_ENV_VAR
 
 
 @pytest.fixture(scope="module")
@@ -99,16 +109,68 @@ def test_errors_name_the_problem(tmp_path: Path) -> None:
         ImageTensorDataset(torch.zeros(2, 1, 4, 4), torch.zeros(2), (0.5,), (0.5,))
 
 
-def test_imagefolder(tmp_path: Path) -> None:
-    for split in ("train", "val"):
-        for cls in ("a", "b"):
-            (tmp_path / split / cls).mkdir(parents=True)
-            for i in range(5):
-                Image.new("RGB", (40, 30), (i * 40, 0, 255 if cls == "a" else 0)).save(tmp_path / split / cls / f"{i}.png")
-    bundle = load_data(DataConfig(name="imagefolder", root=str(tmp_path), val_size=2))
-    assert bundle.num_classes == 2 and bundle.input_shape == (3, 224, 224)
+def _image_tree(root: Path, splits: tuple[str, ...], classes: int, per_class: int, size: tuple[int, int],
+                suffix: str = ".png") -> None:
+    for split in splits:
+        for c in range(classes):
+            (root / split / f"class{c}").mkdir(parents=True)
+            for i in range(per_class):
+                colour = (i * 40 % 256, 20 * c % 256, 255 if c % 2 else 0)
+                Image.new("RGB", size, colour).save(root / split / f"class{c}" / f"{i:04d}{suffix}")
+
+
+def test_imagefolder_resized_when_asked(tmp_path: Path) -> None:
+    _image_tree(tmp_path, ("train", "val"), 2, 5, (40, 30))
+    bundle = load_data(DataConfig(name="imagefolder", root=str(tmp_path), val_size=2, image_size=64))
+    assert bundle.num_classes == 2 and bundle.input_shape == (3, 64, 64)
     assert (len(bundle.train), len(bundle.val), len(bundle.test)) == (8, 2, 10)
-    assert bundle.val[0][0].shape == (3, 224, 224)
+    assert bundle.val[0][0].shape == (3, 64, 64) and bundle.train[0][0].shape == (3, 64, 64)
+
+
+def test_imagefolder_keeps_native_size_and_reads_test(tmp_path: Path) -> None:
+    _image_tree(tmp_path, ("train", "test"), 2, 8, (20, 12))
+    bundle = load_data(DataConfig(name="imagefolder", root=str(tmp_path), val_size=4))
+    assert bundle.input_shape == (3, 12, 20)
+    assert bundle.train[0][0].shape == (3, 12, 20) and bundle.test[0][0].shape == (3, 12, 20)
+    assert sorted(bundle.val.dataset.targets[i] for i in bundle.val.indices) == [0, 0, 1, 1]  # stratified
+
+
+def test_stratified_val_keeps_class_shares_and_seed() -> None:
+    labels = torch.tensor([0] * 600 + [1] * 300 + [2] * 100)
+    mask = stratified_val(labels, 100, seed=3)
+    assert torch.bincount(labels[mask]).tolist() == [60, 30, 10]
+    assert torch.equal(mask, stratified_val(labels, 100, seed=3))
+    assert not torch.equal(mask, stratified_val(labels, 100, seed=4))
+    assert int(stratified_val(labels, 7, seed=0).sum()) == 7  # remainders go to the largest fractions
+
+
+def test_cifar10_jpeg_decodes_once_then_reads_the_cache(tmp_path: Path, monkeypatch) -> None:
+    root = tmp_path / "data"
+    _image_tree(root / "cifar10-jpeg", ("train", "test"), 10, 4, (32, 32), suffix=".jpg")
+    monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path / "cache"))
+    bundle = load_data(DataConfig(name="cifar10_jpeg", root=str(root), val_size=10, seed=1))
+    assert (len(bundle.train), len(bundle.val), len(bundle.test)) == (30, 10, 40)
+    assert bundle.input_shape == (3, 32, 32) and bundle.train.augment is not None
+    assert torch.bincount(bundle.val.labels[bundle.val.indices], minlength=10).tolist() == [1] * 10
+    assert len(list((tmp_path / "cache").glob("cifar10-jpeg-*.npz"))) == 2
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded again although cached")
+
+    monkeypatch.setattr(image_cache, "_decode", no_decoding)
+    again = load_data(DataConfig(name="cifar10_jpeg", root=str(root), val_size=10, seed=1))
+    assert torch.equal(again.test.images, bundle.test.images)
+    assert torch.equal(again.val.indices, bundle.val.indices)
+
+
+def test_cifar10_jpeg_errors_name_the_fix(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path / "cache"))
+    with pytest.raises(DataError, match="cifar10-jpeg"):
+        load_data(DataConfig(name="cifar10_jpeg", root=str(tmp_path)))
+    _image_tree(tmp_path / "cifar10-jpeg", ("train", "test"), 10, 1, (32, 32), suffix=".jpg")
+    (tmp_path / "cifar10-jpeg" / "test" / "class0" / "0000.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(DataError, match="cannot decode .*0000.jpg"):
+        load_data(DataConfig(name="cifar10_jpeg", root=str(tmp_path), val_size=1))
 
 
 def test_cifar10_subset(shared: Path) -> None:
@@ -125,3 +187,11 @@ def test_fashion_mnist(shared: Path) -> None:
     assert (len(bundle.train), len(bundle.val), len(bundle.test)) == (59000, 1000, 10000)
     x, y = take_tensors(bundle.test, 10)
     assert x.shape == (10, 1, 28, 28) and int(y.max()) < 10
+
+
+@pytest.mark.slow
+def test_cifar10_jpeg_complete(shared: Path) -> None:
+    bundle = load_data(DataConfig(name="cifar10_jpeg", root=str(shared / "data")))
+    assert (len(bundle.train), len(bundle.val), len(bundle.test)) == (45000, 5000, 10000)
+    assert torch.bincount(bundle.val.labels[bundle.val.indices]).tolist() == [500] * 10
+    assert not set(bundle.val.indices.tolist()) & set(bundle.train.indices.tolist())

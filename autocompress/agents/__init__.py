@@ -1,11 +1,12 @@
 """Agents that learn per-group prune ratios; they see only arrays and Gymnasium spaces.
 
 `DDPGAgent` (continuous ratios, as AMC), `DQNAgent` (discrete ratio bins), and the baselines
-`RandomAgent` (random search) and `UniformAgent` (one fixed action), all following `Agent`.
+`RandomAgent` (random search), `UniformAgent` (one fixed action) and `ScheduleAgent` (a fixed action
+per step), all following `Agent`.
 """
 
 from autocompress.agents.base import Agent, AgentError
-from autocompress.agents.baselines import RandomAgent, UniformAgent
+from autocompress.agents.baselines import RandomAgent, ScheduleAgent, UniformAgent
 from autocompress.agents.ddpg import DDPGAgent
 from autocompress.agents.dqn import DQNAgent
 from autocompress.agents.replay import Batch, ReplayBuffer
@@ -18,5 +19,6 @@ __all__ = [
     "DQNAgent",
     "RandomAgent",
     "ReplayBuffer",
+    "ScheduleAgent",
     "UniformAgent",
 ]

@@ -78,3 +78,38 @@ class UniformAgent:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._episode = int(state["episode"])
+
+
+class ScheduleAgent:
+    """Plays a fixed per-step action list, one action per step of each episode (an allocation computed
+    outside the agent, e.g. global ranking or sensitivity analysis, replayed through the env)."""
+
+    def __init__(self, actions: list[float]):
+        if not actions:
+            raise AgentError("ScheduleAgent needs at least one action.")
+        self.actions = [np.asarray([a], dtype=np.float32) for a in actions]
+        self._step = 0
+        self._episode = 0
+
+    @property
+    def episode(self) -> int:
+        return self._episode
+
+    def act(self, obs: np.ndarray, explore: bool = True) -> np.ndarray:
+        return self.actions[min(self._step, len(self.actions) - 1)].copy()
+
+    def observe(
+        self, obs: np.ndarray, action: Any, reward: float, next_obs: np.ndarray, terminated: bool
+    ) -> None:
+        self._step = 0 if terminated else self._step + 1
+        self._episode += int(terminated)
+
+    def update(self) -> dict[str, float]:
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"kind": "schedule", "episode": self._episode}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._episode = int(state["episode"])
+        self._step = 0

@@ -18,11 +18,12 @@ FINAL_MODEL_NAME = "model.pth"
 
 def _add_data_args(p: argparse.ArgumentParser, default_data: str | None) -> None:
     p.add_argument("--data", required=default_data is None, default=default_data,
-                   help="digits, cifar10, cifar100, fashion_mnist, cifar10_subset, imagefolder")
+                   help="digits, cifar10, cifar100, fashion_mnist, cifar10_subset, cifar10_jpeg, imagefolder")
     p.add_argument("--data-root", help="dataset folder (default $AUTOCOMPRESS_DATA_ROOT or ./data)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--val-size", type=int, default=5000,
                    help="images carved from train as the held-out val split (capped at 20%% of train)")
+    p.add_argument("--image-size", type=int, help="imagefolder: resize + crop to this size (default: native size)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
 
 
@@ -63,7 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _data_config(args: argparse.Namespace, augment: bool) -> DataConfig:
     return DataConfig(name=args.data, root=args.data_root or default_data_root(), val_size=args.val_size,
-                      batch_size=args.batch_size, augment=augment)
+                      batch_size=args.batch_size, augment=augment, image_size=args.image_size)
 
 
 def _load_data(cfg: DataConfig):  # noqa: ANN202 (DataBundle imported lazily)

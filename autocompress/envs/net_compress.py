@@ -248,21 +248,34 @@ class NetCompressEnv(gym.Env):
         return res.top1
 
     def _finish(self) -> tuple[Outcome, dict[str, Any]]:
-        kept = self.pruner.kept_channels(self._ratios)
-        key = _cache_key(kept)
-        if key in self.evaluation_cache:
-            outcome, info = self.evaluation_cache[key]
-            return outcome, {**info, "cached": True, "schedule": dict(self._ratios)}
-        timing = {"steps_s": self._step_s}
+        return self.evaluate_policy(self._ratios, steps_s=self._step_s)
+
+    def compress(self, ratios: Mapping[str, float], timing: dict[str, float] | None = None) -> nn.Module:
+        """The network pruned to `ratios` exactly as episodes see it (reconstruction and BatchNorm
+        recalibration as configured), before any fine-tuning; seconds spent go into `timing`."""
+        timing = {} if timing is None else timing
         t = time.perf_counter()
         calib = self.data.calib_images if self.cfg.prune.reconstruct else None
-        pruned = self.pruner.prune(self._ratios, calib)
+        pruned = self.pruner.prune(dict(ratios), calib)
         timing["prune_s"] = time.perf_counter() - t
         t = time.perf_counter()
         if self.cfg.bn_recalib_batches > 0:
             n = self.cfg.bn_recalib_batches * self.cfg.bn_recalib_batch_size
             recalibrate_bn(pruned, self.data.calib_images[:n], self.cfg.bn_recalib_batch_size)
         timing["recalib_s"] = time.perf_counter() - t
+        return pruned.eval()
+
+    def evaluate_policy(self, ratios: Mapping[str, float], steps_s: float = 0.0) -> tuple[Outcome, dict[str, Any]]:
+        """Outcome and info of the network pruned to `ratios` (any groups, no budget wall), cached by kept
+        channels. Episodes end here; baselines that probe single groups (sensitivity analysis) call it directly."""
+        ratios = dict(ratios)
+        kept = self.pruner.kept_channels(ratios)
+        key = _cache_key(kept)
+        if key in self.evaluation_cache:
+            outcome, info = self.evaluation_cache[key]
+            return outcome, {**info, "cached": True, "schedule": ratios}
+        timing = {"steps_s": steps_s}
+        pruned = self.compress(ratios, timing)
         t = time.perf_counter()
         top1 = self._evaluate(pruned)
         timing["eval_s"] = time.perf_counter() - t
@@ -284,7 +297,7 @@ class NetCompressEnv(gym.Env):
             budget=self.cfg.budget,
         )
         info = {
-            "schedule": dict(self._ratios),
+            "schedule": ratios,
             "kept_channels": kept,
             "top1": top1,
             "baseline_top1": self.baseline_top1,

@@ -55,9 +55,12 @@ class Pruner:
         self.cost_model: CostModel = self._analysis.cost_model()
         self._by_name = {g.name: g for g in self.all_groups}
         self._order: dict[str, np.ndarray] = {}
+        self._scores: dict[str, np.ndarray] = {}
         if self.cfg.criterion != "random":
             for name, g in self._analysis.tp_groups.items():
-                self._order[name] = self._ascending(group_scores(self.cfg.criterion, g))
+                scores = group_scores(self.cfg.criterion, g)
+                self._scores[name] = scores.numpy()
+                self._order[name] = self._ascending(scores)
         self._reconstructor = None
 
     @staticmethod
@@ -72,6 +75,14 @@ class Pruner:
     @property
     def group_names(self) -> list[str]:
         return [g.name for g in self.groups]
+
+    def channel_scores(self, name: str) -> np.ndarray:
+        """The criterion's score of each root channel of group `name` (higher = more important)."""
+        self.group(name)
+        if name not in self._scores:
+            raise PruneError(f"criterion {self.cfg.criterion!r} gives no fixed channel scores; use l1, l2, "
+                             "bn_scale or fpgm for a ranking across groups.")
+        return self._scores[name].copy()
 
     def group(self, name: str) -> PruneGroup:
         try:

@@ -1,0 +1,93 @@
+"""Choose what is best *after fine-tuning*: a successive-halving tournament over a search's leading policies.
+
+A search ranks policies by their held-out accuracy right after pruning (plus BatchNorm recalibration), but a
+user deploys the fine-tuned network, and the two rankings disagree (docs/BENCHMARKS.md measures how much).
+Here the top `finalists` distinct policies of the search each get a short fine-tune (distilled from the
+unpruned network, the same data order for all) and are scored on the val split (never on test); the better
+half goes on with a fine-tune twice as long, until one is left. Results are written to `tournament.json`,
+and a finished tournament is read back rather than run again.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Subset
+
+from autocompress.atomic import atomic_write_text
+from autocompress.config import TournamentConfig, TrainConfig
+from autocompress.data import DataBundle, take_tensors
+from autocompress.measure.accuracy import evaluate_tensors
+from autocompress.train import train
+
+TOURNAMENT = "tournament.json"
+
+
+def short_finetune(model: nn.Module, bundle: DataBundle, batches: int, lr: float, teacher: nn.Module | None,
+                   seed: int) -> nn.Module:
+    """Fine-tune `model` in place for `batches` training batches (cosine to zero), seeded data order."""
+    steps_per_epoch = -(-len(bundle.train) // bundle.batch_size)
+    epochs = -(-batches // steps_per_epoch)  # more batches than one epoch holds: one cosine over several
+    cfg = TrainConfig(epochs=epochs, lr=lr, max_batches=-(-batches // epochs), distill=teacher is not None)
+    no_val = replace(bundle, val=Subset(bundle.val, []))  # scoring is the caller's, on its own images
+    torch.manual_seed(seed)  # augmentation draws from the global generator
+    train(model, no_val, cfg, teacher=teacher, progress=False)
+    return model.eval()
+
+
+def leaders(records: list[dict[str, Any]], kept_of: Any, count: int) -> list[dict[str, Any]]:
+    """The `count` best-reward records whose networks differ (distinct kept channel counts)."""
+    seen: set[tuple[int, ...]] = set()
+    out = []
+    for rec in sorted(records, key=lambda r: (-r["reward"], r["episode"])):
+        kept = kept_of(rec["schedule"])
+        key = tuple(kept[k] for k in sorted(kept))
+        if key not in seen:
+            seen.add(key)
+            out.append(rec)
+            if len(out) == count:
+                break
+    return out
+
+
+def _score(env: Any, bundle: DataBundle, schedule: Mapping[str, float], batches: int, cfg: TournamentConfig,
+           val: tuple[torch.Tensor, torch.Tensor]) -> float:
+    model = env.compress(schedule)
+    teacher = env.model if cfg.distill else None
+    short_finetune(model, bundle, batches, cfg.lr, teacher, cfg.seed)
+    return float(evaluate_tensors(model, val[0], val[1], batch_size=env.cfg.eval_batch_size).top1)
+
+
+def run_tournament(cfg: TournamentConfig, env: Any, bundle: DataBundle, run_dir: Path,
+                   progress: bool = True) -> dict[str, Any]:
+    """Successive halving over the search's leaders; the winner's history record and every round's scores."""
+    path = Path(run_dir) / TOURNAMENT
+    if path.is_file():
+        return json.loads(path.read_text())
+    lines = (Path(run_dir) / "history.jsonl").read_text().splitlines()
+    alive = leaders([json.loads(line) for line in lines], env.pruner.kept_channels, cfg.finalists)
+    val = take_tensors(bundle.val, cfg.val_images, seed=cfg.seed)
+    rounds, batches, scores = [], cfg.ft_batches, [float("nan")]
+    while len(alive) > 1:
+        scores = []
+        for i, rec in enumerate(alive):
+            scores.append(_score(env, bundle, rec["schedule"], batches, cfg, val))
+            if progress:
+                print(f"tournament: {len(alive)} left, {batches} batches, policy {i + 1}/{len(alive)} (episode "
+                      f"{rec['episode']}, reward {rec['reward']:.4f}): val top-1 {scores[-1]:.2f}%", file=sys.stderr)
+        rounds.append({"ft_batches": batches, "episodes": [r["episode"] for r in alive],
+                       "rewards": [r["reward"] for r in alive], "val_top1": scores})
+        order = sorted(range(len(alive)), key=lambda i: (-scores[i], alive[i]["episode"]))
+        alive, scores = [alive[i] for i in order[: (len(alive) + 1) // 2]], [scores[i] for i in order]
+        batches *= 2
+    result = {"winner": alive[0], "winner_val_top1": scores[0], "val_images": int(len(val[1])),
+              "rounds": rounds, "config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}}
+    atomic_write_text(path, json.dumps(result, indent=1, default=float))
+    return result

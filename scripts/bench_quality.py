@@ -1,0 +1,269 @@
+"""Does the search pay off after fine-tuning? Every method, the same budget, episodes and fine-tune recipe.
+
+For each config (ResNet-20 / ResNet-56 on the complete CIFAR-10 as JPEG, 50% MACs) and each method and seed,
+one cell: the search (`autocompress.search.Search`, the config's tournament for the search methods, which
+chooses on val only), then the chosen schedule applied (`env.compress`: prune + BatchNorm recalibration),
+top-1 on all test images before fine-tuning, the config's fine-tune recipe (the same for every method), top-1
+after, MACs ratio, and speedups measured in alternation against the unpruned network in eager PyTorch and in
+ONNX Runtime (batch 1, one thread). Finished cells are written to `--work/<model>/<method>-seed<S>/cell.json`
+(with the per-image test correctness as .npy for the paired tests) and skipped on a rerun; an unfinished
+search resumes from its checkpoint. The JSON is rebuilt from every finished cell under `--work`, so runs of
+the two models (or several sittings) add up to one report.
+
+    python scripts/bench_quality.py --configs experiments/resnet20-cifar10jpeg-macs50.yaml \
+        --methods ddpg dqn random uniform global sensitivity --seeds 0 1 2 \
+        --kendall docs/benchmarks/reward_vs_finetune_resnet20.json --json docs/benchmarks/quality.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import shlex
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from plot_utils import mean_std, run_script, write_json_atomic
+
+from autocompress.config import ConfigError, ExperimentConfig, LatencyConfig, load_config
+from autocompress.data import make_loader
+from autocompress.measure.accuracy import evaluate
+from autocompress.measure.latency import LatencyMeter
+from autocompress.pipeline import build, choose_by_tournament
+from autocompress.pruning import Schedule
+from autocompress.search import AGENTS, CHECKPOINT, ONE_EPISODE, Search, machine_description
+from autocompress.train import train
+
+SEARCHES = ("ddpg", "dqn", "random")
+"""Methods that search (their episodes are the budget); the others compute one allocation."""
+CELL = "cell.json"
+
+
+def predictions(model: torch.nn.Module, dataset: Any) -> np.ndarray:
+    """Per-image correctness (bool) on `dataset`, in its order."""
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for x, y in make_loader(dataset, 500):
+            out.append((model(x).argmax(1) == y).numpy())
+    return np.concatenate(out)
+
+
+def speedups(env: Any, pruned: torch.nn.Module, rounds: int) -> dict[str, float]:
+    """Speedup over the unpruned network, timed in alternation, batch 1, one thread, per runtime."""
+    out = {}
+    for runtime in ("torch", "onnxruntime"):
+        cfg = LatencyConfig(runtime=runtime, threads=1, batch_size=1, rounds=rounds, warmup=10)
+        cmp = LatencyMeter(cfg, env.input_shape).compare(env.model, pruned)
+        key = "eager" if runtime == "torch" else "ort"
+        out[f"speedup_{key}"], out[f"speedup_{key}_spread"] = cmp.speedup, cmp.spread
+    return out
+
+
+def search_cell(cfg: ExperimentConfig, env: Any, bundle: Any, run_dir: Path) -> tuple[dict[str, Any], float]:
+    """Run (or resume) the search; the chosen record (tournament winner for search methods) and its seconds."""
+    env.evaluation_cache.clear()  # another cell's evaluations must not count as this one's episodes
+    start = time.perf_counter()
+    result = Search(cfg, env, run_dir, resume=(run_dir / CHECKPOINT).is_file()).run(progress=True)
+    if cfg.tournament is not None and cfg.search.agent not in ONE_EPISODE:
+        result = choose_by_tournament(cfg, env, bundle, result)
+    return {**result.best, "evaluations": len(env.evaluation_cache)}, time.perf_counter() - start
+
+
+def run_cell(cfg: ExperimentConfig, env: Any, bundle: Any, method: str, seed: int, work: Path,
+             rounds: int) -> dict[str, Any]:
+    run_dir = work / f"{method}-seed{seed}"
+    if (run_dir / CELL).is_file():
+        return json.loads((run_dir / CELL).read_text())
+    cfg = replace(cfg, search=replace(cfg.search, agent=method, seed=seed, out_dir=str(run_dir)))
+    best, search_s = search_cell(cfg, env, bundle, run_dir)
+    schedule = Schedule.load(run_dir / "best_schedule.json")
+    pruned = env.compress(schedule.prune_ratios())
+    before = predictions(pruned, bundle.test)
+    torch.manual_seed(seed)  # the fine-tune's data order and augmentation
+    start = time.perf_counter()
+    history = train(pruned, bundle, cfg.finetune, teacher=env.model, out_dir=run_dir / "finetune")
+    ft_s = time.perf_counter() - start
+    after = predictions(pruned, bundle.test)
+    np.save(run_dir / "test_correct_after_ft.npy", after)
+    cell = {
+        "model": cfg.model.name, "method": method, "seed": seed,
+        "budget": f"{cfg.env.budget_kind}{cfg.env.budget:g}",
+        "episodes": cfg.search.episodes if method not in ONE_EPISODE else 1,
+        "evaluations": best["evaluations"], "ft_epochs": cfg.finetune.epochs, "test_images": int(len(after)),
+        "macs_ratio": best["macs_ratio"], **speedups(env, pruned.eval(), rounds),
+        "top1_before_ft": 100.0 * float(before.mean()), "top1_after_ft": 100.0 * float(after.mean()),
+        "search_s": search_s, "ft_s": ft_s,
+        "best_episode": best["episode"], "val_reward_top1": best["top1"],
+        "tournament_val_top1": best.get("tournament_val_top1"),
+        "val_top1_after_ft": history[-1].get("val_top1") if history else None,
+        "schedule": schedule.prune_ratios(), "run_dir": str(run_dir),
+        "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
+    write_json_atomic(run_dir / CELL, cell)
+    return cell
+
+
+def paired_tests(work: Path, rows: list[dict[str, Any]], a: str, b: str, model: str,
+                 samples: int = 10000) -> dict[str, Any] | None:
+    """Methods a vs b on the same test images, after fine-tuning: a bootstrap over images of the difference
+    of seed-mean accuracies, and McNemar's exact test per seed matched in both."""
+    from scipy.stats import binomtest
+
+    def correct(method: str) -> dict[int, np.ndarray]:
+        return {r["seed"]: np.load(work / model / f"{method}-seed{r['seed']}" / "test_correct_after_ft.npy")
+                for r in rows if r["model"] == model and r["method"] == method}
+
+    ca, cb = correct(a), correct(b)
+    if not ca or not cb:
+        return None
+    diff = np.mean(list(ca.values()), axis=0) - np.mean(list(cb.values()), axis=0)
+    rng = np.random.default_rng(0)
+    boot = np.array([diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(samples)])
+    p_boot = float(min(1.0, 2 * min((boot <= 0).mean(), (boot >= 0).mean())))
+    mcnemar = {}
+    for seed in sorted(set(ca) & set(cb)):
+        only_a, only_b = int((ca[seed] & ~cb[seed]).sum()), int((~ca[seed] & cb[seed]).sum())
+        p = binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
+        mcnemar[str(seed)] = {"only_a_correct": only_a, "only_b_correct": only_b, "p": float(p)}
+    return {"model": model, "a": a, "b": b, "mean_diff_points": 100.0 * float(diff.mean()),
+            "bootstrap_ci95_points": [100.0 * float(np.percentile(boot, 2.5)), 100.0 * float(np.percentile(boot, 97.5))],
+            "bootstrap_p": p_boot, "mcnemar_per_seed": mcnemar}
+
+
+def summarise(rows: list[dict[str, Any]], work: Path) -> dict[str, Any]:
+    """Per model and method: mean/std over seeds; the best search vs the best non-RL baseline, paired."""
+    out: dict[str, Any] = {"per_method": {}, "paired_tests": []}
+    for model in sorted({r["model"] for r in rows}):
+        stats = {}
+        for method in sorted({r["method"] for r in rows if r["model"] == model}):
+            sel = [r for r in rows if r["model"] == model and r["method"] == method]
+            m_after, s_after = mean_std([r["top1_after_ft"] for r in sel])
+            m_before, s_before = mean_std([r["top1_before_ft"] for r in sel])
+            stats[method] = {"seeds": [r["seed"] for r in sel], "top1_after_ft_mean": m_after,
+                             "top1_after_ft_std": s_after, "top1_before_ft_mean": m_before,
+                             "top1_before_ft_std": s_before}
+        out["per_method"][model] = stats
+        rl = [m for m in stats if m in ("ddpg", "dqn")]
+        base = [m for m in stats if m not in SEARCHES]
+        if rl and base:
+            best_rl = max(rl, key=lambda m: stats[m]["top1_after_ft_mean"])
+            best_base = max(base, key=lambda m: stats[m]["top1_after_ft_mean"])
+            test = paired_tests(work, rows, best_rl, best_base, model)
+            if test:
+                out["paired_tests"].append(test)
+    return out
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    head = (f"{'model':<18}{'method':<12}{'seed':>5}{'MACs':>7}{'eager':>7}{'ORT':>7}{'before FT':>11}"
+            f"{'after FT':>10}{'search s':>10}{'FT s':>8}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r['model']:<18}{r['method']:<12}{r['seed']:>5}{r['macs_ratio']:>7.3f}"
+                     f"{r['speedup_eager']:>6.2f}x{r['speedup_ort']:>6.2f}x{r['top1_before_ft']:>11.2f}"
+                     f"{r['top1_after_ft']:>10.2f}{r['search_s']:>10.0f}{r['ft_s']:>8.0f}")
+    return "\n".join(lines)
+
+
+def adapted_top1(env: Any, bundle: Any, work: Path, model: str) -> float:
+    path = work / model / "baseline.json"
+    if path.is_file():
+        return json.loads(path.read_text())["test_top1"]
+    top1 = evaluate(env.model, make_loader(bundle.test, 500)).top1
+    write_json_atomic(path, {"test_top1": top1, "weights": None})
+    return top1
+
+
+def collect(work: Path) -> list[dict[str, Any]]:
+    rows = [json.loads(p.read_text()) for p in sorted(work.glob(f"*/*/{CELL}"))]
+    return sorted(rows, key=lambda r: (r["model"], r["method"], r["seed"]))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--configs", nargs="+", required=True, help="experiment YAMLs (one per model)")
+    p.add_argument("--methods", nargs="+", default=list(AGENTS), choices=list(AGENTS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--episodes", type=int, default=None, help="override search.episodes (default: the config's)")
+    p.add_argument("--ft-epochs", type=int, default=None, help="override finetune.epochs (default: the config's)")
+    p.add_argument("--ft-max-batches", type=int, default=None, help="cap batches per fine-tune epoch (smoke runs)")
+    p.add_argument("--rounds", type=int, default=40, help="alternating timing pairs per runtime")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--kendall", default=None, help="reward_vs_finetune.py JSON to report alongside")
+    p.add_argument("--work", default="runs/quality")
+    p.add_argument("--json", required=True)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    work = Path(args.work)
+    adapted = {}
+    for path in args.configs:
+        cfg = load_config(path)
+        if cfg.finetune is None:
+            raise ConfigError(f"{path}: the benchmark needs a finetune section (the recipe every method gets).")
+        ft = replace(cfg.finetune, distill=True, **{k: v for k, v in (("epochs", args.ft_epochs),
+                                                                       ("max_batches", args.ft_max_batches)) if v})
+        search = cfg.search if args.episodes is None else replace(cfg.search, episodes=args.episodes)
+        cfg = replace(cfg, finetune=ft, search=search)
+        env, bundle = build(cfg, progress=True)
+        adapted[cfg.model.name] = adapted_top1(env, bundle, work, cfg.model.name)
+        for seed in args.seeds:  # seed-major: an interrupted run still has whole seeds to compare
+            for method in args.methods:
+                if method in ONE_EPISODE and seed != args.seeds[0]:
+                    continue  # deterministic: one seed is all there is
+                print(f"== {cfg.model.name} {method} seed {seed}", file=sys.stderr)
+                cell = run_cell(cfg, env, bundle, method, seed, work / cfg.model.name, args.rounds)
+                print(table([cell]).splitlines()[-1], file=sys.stderr)
+    write_report(args, work, adapted)
+
+
+def write_report(args: argparse.Namespace, work: Path, adapted: dict[str, float]) -> None:
+    rows = collect(work)
+    for baseline in work.glob("*/baseline.json"):
+        adapted.setdefault(baseline.parent.name, json.loads(baseline.read_text())["test_top1"])
+    keys = ("model", "method", "seed", "budget", "episodes", "ft_epochs", "test_images", "macs_ratio",
+            "speedup_eager", "speedup_ort", "top1_before_ft", "top1_after_ft", "search_s", "ft_s")
+    kendall = None
+    if args.kendall and Path(args.kendall).is_file():
+        k = json.loads(Path(args.kendall).read_text())
+        final = k.get("final_reward", "short_ft_200")
+        kendall = {"value": k["kendall_tau"][final]["ft_test_top1"], "n_policies": k["n_policies"],
+                   "target": k["target"] + " (test)", "reward": final, "all": k["kendall_tau"]}
+    result = {
+        "adapted_top1": adapted,
+        "kendall_tau": kendall,
+        "rows": [{k: r[k] for k in keys} for r in rows],
+        "summary": summarise(rows, work),
+        "details": rows,
+        "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
+        "machine": f"{machine_description()}; {platform.processor() or platform.machine()}; "
+                   f"{cpu_model()}",
+        "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
+    write_json_atomic(args.json, result)
+    print(table(rows))
+    for t in result["summary"]["paired_tests"]:
+        print(f"{t['model']}: {t['a']} - {t['b']} = {t['mean_diff_points']:+.2f} points after FT "
+              f"(95% CI {t['bootstrap_ci95_points'][0]:+.2f}..{t['bootstrap_ci95_points'][1]:+.2f}, "
+              f"bootstrap p {t['bootstrap_p']:.3g})")
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+if __name__ == "__main__":
+    run_script(main)

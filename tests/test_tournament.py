@@ -1,0 +1,61 @@
+"""The tournament: the search's leaders fine-tuned briefly and scored on val; the winner becomes the schedule."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+from test_search import small_config
+
+from autocompress import tournament
+from autocompress.config import TournamentConfig
+from autocompress.pipeline import run_experiment
+from autocompress.pruning import Schedule
+from autocompress.search import BEST_SCHEDULE
+
+
+def test_leaders_are_distinct_networks_by_reward() -> None:
+    records = [{"episode": i, "reward": r, "schedule": {"g": s}}
+               for i, (r, s) in enumerate([(0.5, 0.1), (0.9, 0.2), (0.9, 0.2), (0.7, 0.3), (0.1, 0.4)])]
+    top = tournament.leaders(records, lambda sched: {"g": round(10 * (1 - sched["g"]))}, 3)
+    assert [r["episode"] for r in top] == [1, 3, 0]
+
+
+def test_tournament_halves_until_one_and_its_winner_is_the_schedule(tmp_path, monkeypatch) -> None:
+    cfg = replace(small_config(tmp_path / "run", "random", episodes=10),
+                  tournament=TournamentConfig(finalists=4, ft_batches=2, val_images=60))
+    summary = run_experiment(cfg, progress=False, finalize_run=False)
+    result = json.loads((tmp_path / "run" / tournament.TOURNAMENT).read_text())
+    assert [len(r["episodes"]) for r in result["rounds"]] == [4, 2]
+    assert [r["ft_batches"] for r in result["rounds"]] == [2, 4]
+    last = result["rounds"][-1]
+    assert result["winner"]["episode"] == last["episodes"][last["val_top1"].index(max(last["val_top1"]))]
+    assert result["val_images"] == 60
+    history = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    rewards = sorted({h["reward"] for h in history}, reverse=True)
+    assert result["rounds"][0]["rewards"][0] == rewards[0]  # the leaders come from the top of the search
+    schedule = Schedule.load(tmp_path / "run" / BEST_SCHEDULE)
+    assert schedule.prune_ratios() == pytest.approx(
+        {**dict.fromkeys(schedule.prune_ratios(), 0.0), **result["winner"]["schedule"]})
+    assert summary["best"]["episode"] == result["winner"]["episode"]
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished tournament was run again")
+
+    monkeypatch.setattr(tournament, "short_finetune", no_training)
+    again = run_experiment(replace(cfg, search=replace(cfg.search)), resume=True, progress=False, finalize_run=False)
+    assert again["best"]["episode"] == result["winner"]["episode"]
+
+
+def test_short_finetune_improves_a_pruned_network(tmp_path) -> None:
+    from autocompress.measure.accuracy import evaluate_tensors
+    from autocompress.pipeline import build
+
+    cfg = small_config(tmp_path / "ft", "random", episodes=1)
+    env, bundle = build(cfg, progress=False)
+    pruned = env.compress(dict.fromkeys(env.group_names, 0.6))
+    before = evaluate_tensors(pruned, env.data.val_images, env.data.val_labels).top1
+    tournament.short_finetune(pruned, bundle, 30, 0.02, env.model, seed=0)
+    after = evaluate_tensors(pruned, env.data.val_images, env.data.val_labels).top1
+    assert after > before
