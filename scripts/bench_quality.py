@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import platform
 import shlex
 import sys
@@ -30,7 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from plot_utils import mean_std, run_script, write_json_atomic
+from plot_utils import cpu_model, mean_std, run_script, write_json_atomic
 
 from autocompress.config import ConfigError, ExperimentConfig, LatencyConfig, load_config
 from autocompress.data import make_loader
@@ -98,7 +99,7 @@ def run_cell(cfg: ExperimentConfig, env: Any, bundle: Any, method: str, seed: in
         "budget": f"{cfg.env.budget_kind}{cfg.env.budget:g}",
         "episodes": cfg.search.episodes if method not in ONE_EPISODE else 1,
         "evaluations": best["evaluations"], "ft_epochs": cfg.finetune.epochs, "test_images": int(len(after)),
-        "macs_ratio": best["macs_ratio"], **speedups(env, pruned.eval(), rounds),
+        "macs_ratio": best["macs_ratio"], **speedups(env, pruned.eval(), rounds), "timing_loadavg": os.getloadavg()[0],
         "top1_before_ft": 100.0 * float(before.mean()), "top1_after_ft": 100.0 * float(after.mean()),
         "search_s": search_s, "ft_s": ft_s,
         "best_episode": best["episode"], "val_reward_top1": best["top1"],
@@ -109,6 +110,18 @@ def run_cell(cfg: ExperimentConfig, env: Any, bundle: Any, method: str, seed: in
     }
     write_json_atomic(run_dir / CELL, cell)
     return cell
+
+
+def retime(env: Any, work: Path, rounds: int) -> None:
+    """Speedups of every finished cell measured again (the search and fine-tunes may have shared the CPU)."""
+    for path in sorted(work.glob(f"*/{CELL}")):
+        cell = json.loads(path.read_text())
+        pruned = env.compress(Schedule.load(path.parent / "best_schedule.json").prune_ratios())
+        cell.update(speedups(env, pruned, rounds), retimed=dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+                    retimed_loadavg=os.getloadavg()[0])
+        write_json_atomic(path, cell)
+        print(f"{cell['method']} seed {cell['seed']}: eager {cell['speedup_eager']:.2f}x, "
+              f"ORT {cell['speedup_ort']:.2f}x", file=sys.stderr)
 
 
 def paired_tests(work: Path, rows: list[dict[str, Any]], a: str, b: str, model: str,
@@ -127,7 +140,7 @@ def paired_tests(work: Path, rows: list[dict[str, Any]], a: str, b: str, model: 
     diff = np.mean(list(ca.values()), axis=0) - np.mean(list(cb.values()), axis=0)
     rng = np.random.default_rng(0)
     boot = np.array([diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(samples)])
-    p_boot = float(min(1.0, 2 * min((boot <= 0).mean(), (boot >= 0).mean())))
+    p_boot = float(min(1.0, max(2 * min((boot <= 0).mean(), (boot >= 0).mean()), 1.0 / samples)))
     mcnemar = {}
     for seed in sorted(set(ca) & set(cb)):
         only_a, only_b = int((ca[seed] & ~cb[seed]).sum()), int((~ca[seed] & cb[seed]).sum())
@@ -200,6 +213,9 @@ def main() -> None:
     p.add_argument("--kendall", default=None, help="reward_vs_finetune.py JSON to report alongside")
     p.add_argument("--work", default="runs/quality")
     p.add_argument("--json", required=True)
+    p.add_argument("--plot", default=None, help="PNG: top-1 before and after fine-tuning per method and seed")
+    p.add_argument("--retime", action="store_true",
+                   help="only re-measure the speedups of every finished cell (run it on a quiet machine)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     work = Path(args.work)
@@ -214,6 +230,9 @@ def main() -> None:
         cfg = replace(cfg, finetune=ft, search=search)
         env, bundle = build(cfg, progress=True)
         adapted[cfg.model.name] = adapted_top1(env, bundle, work, cfg.model.name)
+        if args.retime:
+            retime(env, work / cfg.model.name, args.rounds)
+            continue
         for seed in args.seeds:  # seed-major: an interrupted run still has whole seeds to compare
             for method in args.methods:
                 if method in ONE_EPISODE and seed != args.seeds[0]:
@@ -248,6 +267,8 @@ def write_report(args: argparse.Namespace, work: Path, adapted: dict[str, float]
         "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
     }
     write_json_atomic(args.json, result)
+    if args.plot and rows:
+        plot(rows, adapted, args.plot)
     print(table(rows))
     for t in result["summary"]["paired_tests"]:
         print(f"{t['model']}: {t['a']} - {t['b']} = {t['mean_diff_points']:+.2f} points after FT "
@@ -255,14 +276,34 @@ def write_report(args: argparse.Namespace, work: Path, adapted: dict[str, float]
               f"bootstrap p {t['bootstrap_p']:.3g})")
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+def plot(rows: list[dict[str, Any]], adapted: dict[str, float], path: str) -> None:
+    """One panel per model: each seed's test top-1 before (hollow) and after (filled) fine-tuning."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = sorted({r["model"] for r in rows})
+    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4), squeeze=False)
+    for ax, model in zip(axes[0], models, strict=True):
+        sel = [r for r in rows if r["model"] == model]
+        methods = sorted({r["method"] for r in sel}, key=lambda m: list(AGENTS).index(m))
+        for x, method in enumerate(methods):
+            mine = [r for r in sel if r["method"] == method]
+            jitter = np.linspace(-0.12, 0.12, len(mine)) if len(mine) > 1 else [0.0]
+            ax.scatter(x + np.asarray(jitter), [r["top1_after_ft"] for r in mine], color="C0", zorder=3,
+                       label="after fine-tuning" if x == 0 else None)
+            ax.scatter(x + np.asarray(jitter), [r["top1_before_ft"] for r in mine], facecolors="none",
+                       edgecolors="C1", label="before (right after pruning)" if x == 0 else None)
+        if model in adapted:
+            ax.axhline(adapted[model], color="grey", ls="--", lw=1, label=f"unpruned {adapted[model]:.2f}%")
+        ax.set_xticks(range(len(methods)), methods)
+        ax.set_ylabel("test top-1 (%), 10,000 images")
+        ax.set_title(f"{model}, {sel[0]['budget']}, {sel[0]['ft_epochs']} FT epochs")
+        ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

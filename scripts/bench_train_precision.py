@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import torch
-from plot_utils import run_script, write_json_atomic
+from plot_utils import cpu_model, run_script, write_json_atomic
 
 from autocompress.config import DataConfig, TrainConfig, shared_dir, validate
 from autocompress.data import load_data, make_loader
@@ -32,17 +32,6 @@ VARIANTS = {
     "fp32_channels_last": {"channels_last": True, "cpu_bf16": False},
     "bf16_channels_last": {"channels_last": True, "cpu_bf16": True},
 }
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (Linux), else platform.processor()."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:

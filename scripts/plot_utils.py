@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -26,6 +27,17 @@ def run_script(main: Callable[[], object]) -> None:
     except AutocompressError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else platform.processor()."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
 
 
 def write_json_atomic(path: str | Path, data: Any) -> Path:
