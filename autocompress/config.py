@@ -200,11 +200,16 @@ class DQNConfig:
     baseline_decay: float = 0.95
 
 
+SearchMethod = Literal["ddpg", "dqn", "random", "uniform", "global", "sensitivity"]
+SEARCH_METHODS: tuple[str, ...] = typing.get_args(SearchMethod)
+"""The names `search.agent` accepts (autocompress.search.AGENTS maps each to its builder)."""
+
+
 @dataclass(frozen=True)
 class SearchConfig:
     """The search loop joining env and agent."""
 
-    agent: Literal["ddpg", "dqn", "random", "uniform", "global", "sensitivity"] = "ddpg"
+    agent: SearchMethod = "ddpg"
     """ddpg, dqn (learning agents); random, uniform, global (one global channel ranking cut to the budget),
     sensitivity (per-group sensitivity analysis + greedy allocation, as AIMET): the baselines."""
     episodes: int = 300

@@ -134,7 +134,8 @@ AGENTS: dict[str, AgentBuilder] = {
     "global": _global,
     "sensitivity": _sensitivity,
 }
-"""Search methods by name: the learning agents and the baselines they must beat, all in the same loop."""
+"""Search methods by name: the learning agents and the baselines they must beat, all in the same loop
+(config.SEARCH_METHODS lists the same names for the config and the command line; a test keeps them equal)."""
 
 ONE_EPISODE = frozenset({"uniform", "global", "sensitivity"})
 """Methods whose policy is fixed before the first episode: one evaluated episode is their whole search."""

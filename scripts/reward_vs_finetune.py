@@ -53,12 +53,18 @@ def random_policy(env: Any, rng: np.random.Generator) -> dict[str, float]:
     return ratios
 
 
-def draw_policies(env: Any, count: int, seed: int) -> list[tuple[str, dict[str, float]]]:
-    """uniform, global, sensitivity, then random episodes, all distinct in kept channels."""
+def draw_policies(env: Any, count: int, seed: int, work: Path) -> list[tuple[str, dict[str, float]]]:
+    """uniform, global, sensitivity, then random episodes, all distinct in kept channels. A sensitivity policy
+    already measured in `work` is read back rather than analysed again (the random draws do not depend on it)."""
+    done = {r["kind"]: r["schedule"] for r in map(json.loads, (p.read_text() for p in work.glob("policy*.json")))}
     policies = [("uniform", dict.fromkeys(env.group_names, env.prune_ratio_of(uniform_action(env)))),
                 ("global", allocate.global_ranking_ratios(env))]
-    levels = allocate.sensitivity_levels(env, 300)
-    policies.append(("sensitivity", allocate.sensitivity_ratios(env, levels, allocate.sensitivity_curves(env, levels))))
+    if "sensitivity" in done:
+        policies.append(("sensitivity", done["sensitivity"]))
+    else:
+        levels = allocate.sensitivity_levels(env, 300)
+        curves = allocate.sensitivity_curves(env, levels)
+        policies.append(("sensitivity", allocate.sensitivity_ratios(env, levels, curves)))
     rng = np.random.default_rng(seed)
     seen = {tuple(env.pruner.kept_channels(r).values()) for _, r in policies}
     while len(policies) < count:
@@ -114,6 +120,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--work", default="runs/reward-vs-finetune")
+    p.add_argument("--reverse", action="store_true",
+                   help="measure the policies last to first (a second process beside a first one)")
     p.add_argument("--json", required=True)
     args = p.parse_args()
     if args.policies < 3 or args.ft_epochs < 1:
@@ -127,7 +135,8 @@ def main() -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     records = []
-    for i, (kind, ratios) in enumerate(draw_policies(env, args.policies, args.seed)):
+    policies = list(enumerate(draw_policies(env, args.policies, args.seed, work)))
+    for i, (kind, ratios) in policies[::-1] if args.reverse else policies:
         path = work / f"policy{i:02d}.json"
         if path.is_file():
             records.append(json.loads(path.read_text()))
@@ -139,6 +148,7 @@ def main() -> None:
               + " ".join(f"ft{b} {rec[f'short_ft_{b}']:.2f}" for b in args.short_batches)
               + f" -> after {args.ft_epochs} epochs val {rec['ft_val_top1']:.2f} test {rec['ft_test_top1']:.2f}",
               file=sys.stderr)
+    records.sort(key=lambda r: r["index"])
     predictors = ["acc_pruned", "acc_recalib"] + [f"short_ft_{b}" for b in args.short_batches]
     result = {
         "kendall_tau": taus(records, predictors),

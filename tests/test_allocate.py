@@ -90,3 +90,9 @@ def test_unknown_agent_lists_the_choices(built) -> None:
     bad = replace(cfg, search=replace(cfg.search, agent="ppo"))
     with pytest.raises(SearchError, match="choose one of " + ", ".join(AGENTS)):
         make_agent(bad, env)
+
+
+def test_config_and_registry_name_the_same_methods() -> None:
+    from autocompress.config import SEARCH_METHODS
+
+    assert tuple(AGENTS) == SEARCH_METHODS

@@ -8,7 +8,14 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from autocompress.config import AutocompressError, DataConfig, PruneConfig, TrainConfig, load_config
+from autocompress.config import (
+    SEARCH_METHODS,
+    AutocompressError,
+    DataConfig,
+    PruneConfig,
+    TrainConfig,
+    load_config,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="run folder (default: the config's search.out_dir)")
     p.add_argument("--episodes", type=int, help="number of episodes (overrides search.episodes)")
     p.add_argument("--seed", type=int, help="seed (overrides search.seed)")
-    p.add_argument("--agent", choices=["ddpg", "dqn", "random", "uniform", "global", "sensitivity"], help="overrides search.agent")
+    p.add_argument("--agent", choices=SEARCH_METHODS, help="overrides search.agent")
     p.add_argument("--threads", type=int, help="torch intra-op threads (overrides search.torch_threads)")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="DIR",
                    help="continue a killed search in DIR (or in --out / the config's out_dir)")
