@@ -254,10 +254,11 @@ def write_report(args: argparse.Namespace, work: Path, adapted: dict[str, float]
         k = json.loads(Path(args.kendall).read_text())
         final = k.get("final_reward", "short_ft_200")
         kendall = {"value": k["kendall_tau"][final]["ft_test_top1"], "n_policies": k["n_policies"],
-                   "target": k["target"] + " (test)", "reward": final, "all": k["kendall_tau"]}
+                   "target": f"{k['target']} on test; reward {final} (the tournament's score)"}
     result = {
         "adapted_top1": adapted,
         "kendall_tau": kendall,
+        "kendall_tau_all_rewards": k["kendall_tau"] if kendall else None,
         "rows": [{k: r[k] for k in keys} for r in rows],
         "summary": summarise(rows, work),
         "details": rows,
