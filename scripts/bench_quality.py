@@ -233,10 +233,11 @@ def main() -> None:
         if args.retime:
             retime(env, work / cfg.model.name, args.rounds)
             continue
-        for seed in args.seeds:  # seed-major: an interrupted run still has whole seeds to compare
+        # Seed-major: an interrupted run still has whole seeds to compare. Deterministic allocations
+        # (uniform, global, sensitivity) run every seed too: the seed drives the fine-tune's data order,
+        # and that noise belongs in every method's spread.
+        for seed in args.seeds:
             for method in args.methods:
-                if method in ONE_EPISODE and seed != args.seeds[0]:
-                    continue  # deterministic: one seed is all there is
                 print(f"== {cfg.model.name} {method} seed {seed}", file=sys.stderr)
                 cell = run_cell(cfg, env, bundle, method, seed, work / cfg.model.name, args.rounds)
                 print(table([cell]).splitlines()[-1], file=sys.stderr)
