@@ -4,7 +4,8 @@ A run folder holds the resolved config, TensorBoard events, `history.jsonl`, `be
 (rewritten whenever the best improves) and `checkpoint.pt` (agent with replay buffer and RNG
 states, episode counter, best so far, evaluation cache), written atomically every
 `search.checkpoint_every` episodes. `resume=True` continues from the checkpoint: in `flops` and
-`lut` modes the result equals that of an uninterrupted run with the same seed.
+`lut` modes the result equals that of an uninterrupted run with the same seed. Checkpoints are tensors
+plus JSON behind a checksum (`autocompress.checkpoint`): resuming a shared folder runs no code from it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 import platform
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from autocompress import allocate
+from autocompress import allocate, checkpoint
 from autocompress.agents import DDPGAgent, DQNAgent, RandomAgent, ScheduleAgent, UniformAgent
-from autocompress.atomic import atomic_torch_save, atomic_write_text
+from autocompress.atomic import atomic_write_text
 from autocompress.config import AutocompressError, ExperimentConfig, dump_config, to_dict
 from autocompress.envs import DiscreteActions, NetCompressEnv
+from autocompress.envs.rewards import Outcome
 from autocompress.measure.latency import LatencyMeter
 from autocompress.pruning import Schedule
 from autocompress.pruning.uniform import bisect_uniform_ratio_on_speedup
@@ -213,37 +215,44 @@ class Search:
 
     def _load_checkpoint(self, path: Path) -> None:
         try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:  # a truncated or foreign file
-            raise SearchError(f"checkpoint {path} is unreadable ({type(exc).__name__}); start a new run.") from None
-        if not isinstance(state, dict) or state.get("format") != "autocompress.checkpoint":
+            version, tensors, meta = checkpoint.load(path, legacy_classes=[Outcome])
+        except checkpoint.CheckpointError as exc:
+            raise SearchError(str(exc)) from None
+        if version == 1:  # written before checkpoints were JSON + tensors; read without running any code
+            meta, tensors = _legacy_meta(tensors), {"agent": tensors.get("agent") if isinstance(tensors, dict) else None}
+        if not isinstance(meta, dict) or meta.get("format") != "autocompress.checkpoint":
             raise SearchError(f"{path} is not an autocompress search checkpoint.")
-        if state["config"] != _comparable(self.cfg):
+        if meta["config"] != _comparable(self.cfg):
             raise SearchError(
                 f"{self.run_dir} was made with a different config; resume with the same config "
                 f"(only {', '.join('search.' + k for k in _RESUMABLE_CHANGES)} may change) or use a new --out."
             )
-        self.agent.load_state_dict(state["agent"])
-        self.episode = int(state["episode"])
-        self.best = state["best"]
-        self.confirmed_at = state.get("confirmed_at")
-        self.env.evaluation_cache.update(state["env_cache"])
+        try:
+            self.agent.load_state_dict(tensors["agent"])
+            cache = {tuple(key): (Outcome(**outcome), info) for key, outcome, info in meta["env_cache"]}
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise SearchError(f"{path} does not fit this search ({type(exc).__name__}: {exc}); "
+                              "start a new run.") from None
+        self.episode = int(meta["episode"])
+        self.best = meta["best"]
+        self.confirmed_at = meta.get("confirmed_at")
+        self.env.evaluation_cache.update(cache)
         if hasattr(self.env, "lut_feedback"):
-            self.env.lut_feedback[:] = state.get("env_lut_feedback", [])
+            self.env.lut_feedback[:] = meta.get("env_lut_feedback", [])
+        print(f"resumed {self.run_dir} after episode {self.episode} of {self.cfg.search.episodes}", file=sys.stderr)
 
     def _save_checkpoint(self) -> None:
-        state = {
+        meta = {
             "format": "autocompress.checkpoint",
-            "version": 1,
             "episode": self.episode,
-            "agent": self.agent.state_dict(),
             "best": self.best,
             "confirmed_at": self.confirmed_at,
-            "env_cache": self.env.evaluation_cache,
+            "env_cache": [[list(key), asdict(outcome), info]
+                          for key, (outcome, info) in self.env.evaluation_cache.items()],
             "env_lut_feedback": list(getattr(self.env, "lut_feedback", [])),
             "config": _comparable(self.cfg),
         }
-        atomic_torch_save(self.run_dir / CHECKPOINT, state)
+        checkpoint.save(self.run_dir / CHECKPOINT, {"agent": self.agent.state_dict()}, meta)
 
     def _confirm_best(self, log: RunLogger) -> None:
         """With measured latency: re-time the leading policies 3x longer and keep the best on those timings.
@@ -382,6 +391,15 @@ def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{key}"] = value
     return out
+
+
+def _legacy_meta(state: Any) -> dict[str, Any] | None:
+    """A version-1 checkpoint's fields in the version-2 JSON layout (its cache held Outcome objects)."""
+    if not isinstance(state, dict) or state.get("format") != "autocompress.checkpoint":
+        return None
+    cache = [[list(key), asdict(outcome), info] for key, (outcome, info) in state.get("env_cache", {}).items()]
+    keep = ("format", "episode", "best", "confirmed_at", "env_lut_feedback", "config")
+    return {**{k: state.get(k) for k in keep}, "env_cache": cache}
 
 
 def _loggable(record: dict[str, Any]) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from autocompress import checkpoint
 from autocompress.config import load_config
 from autocompress.pipeline import build, run_experiment
 from autocompress.pruning import Schedule
@@ -43,7 +45,7 @@ def test_killed_and_resumed_search_equals_uninterrupted(tmp_path, agent):
     killed = small_config(tmp_path / "killed", agent)
     env, _ = build(killed, progress=False)
     Search(killed, env, tmp_path / "killed").run(progress=False, stop_after=7)  # checkpoint at 4, killed at 7
-    assert torch.load(tmp_path / "killed" / CHECKPOINT, weights_only=False)["episode"] == 4
+    assert checkpoint.load(tmp_path / "killed" / CHECKPOINT)[2]["episode"] == 4
     run_experiment(killed, resume=True, progress=False, finalize_run=False)
 
     a, b = history(tmp_path / "straight"), history(tmp_path / "killed")
@@ -61,9 +63,36 @@ def test_run_folder_guards(tmp_path):
         Search(cfg, env, tmp_path / "run")
     with pytest.raises(SearchError, match="no checkpoint.pt"):
         Search(cfg, env, tmp_path / "elsewhere", resume=True)
-    (tmp_path / "run" / CHECKPOINT).write_bytes(b"not a checkpoint")
-    with pytest.raises(SearchError, match="unreadable"):
+    good = (tmp_path / "run" / CHECKPOINT).read_bytes()
+    damaged = bytearray(good)
+    damaged[len(good) // 2] ^= 4
+    (tmp_path / "run" / CHECKPOINT).write_bytes(bytes(damaged))
+    with pytest.raises(SearchError, match="checksum"):
         Search(cfg, env, tmp_path / "run", resume=True)
+    (tmp_path / "run" / CHECKPOINT).write_bytes(b"not a checkpoint")
+    with pytest.raises(SearchError, match="not an autocompress search checkpoint"):
+        Search(cfg, env, tmp_path / "run", resume=True)
+
+
+def test_resuming_a_planted_checkpoint_runs_no_code(tmp_path):
+    """A shared run folder must not run code on the machine that resumes it (weights_only loading only)."""
+    cfg = small_config(tmp_path / "run", episodes=2)
+    run_experiment(cfg, progress=False, finalize_run=False)
+    marker = tmp_path / "pwned"
+    torch.save({"format": "autocompress.checkpoint", "agent": _Planted(str(marker))}, tmp_path / "run" / CHECKPOINT)
+    result = subprocess.run([sys.executable, "-m", "autocompress", "search", "--resume", str(tmp_path / "run")],
+                            capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert not marker.exists(), "resuming ran the command planted in checkpoint.pt"
+    assert result.returncode == 2, result.stderr
+    assert "not loaded" in result.stderr and "Traceback" not in result.stderr
+
+
+class _Planted:
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
 
 
 def test_uniform_and_random_baselines_meet_the_budget(tmp_path):
