@@ -60,7 +60,7 @@ def load(path: str | os.PathLike[str], legacy_classes: Iterable[type] = ()) -> t
         return VERSION, *_load_v2(path, data[len(MAGIC):])
     if data.startswith(b"PK\x03\x04") and zipfile.is_zipfile(io.BytesIO(data)):
         with torch.serialization.safe_globals(list(legacy_classes)):
-            state = _torch_load(path, data)
+            state = _load_restricted(path, data)
         return 1, state, None
     raise CheckpointError(f"{path} is not an autocompress search checkpoint.")
 
@@ -87,13 +87,13 @@ def _load_v2(path: Path, rest: bytes) -> tuple[dict[str, Any], Any]:
     if len(payload) != header["bytes"] or hashlib.sha256(payload).hexdigest() != header["sha256"]:
         raise CheckpointError(f"{path} is damaged (its checksum does not match: truncated or altered); "
                               "start a new run or restore the file.")
-    state = _torch_load(path, payload)
+    state = _load_restricted(path, payload)
     if not isinstance(state, dict) or not isinstance(state.get("meta"), str):
         raise CheckpointError(f"{path} is not an autocompress search checkpoint.")
     return state.get("tensors", {}), json.loads(state["meta"])
 
 
-def _torch_load(path: Path, data: bytes) -> Any:
+def _load_restricted(path: Path, data: bytes) -> Any:
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # a foreign pickle is refused here, before any of its code can run
