@@ -26,7 +26,14 @@ from autocompress.measure.accuracy import evaluate
 from autocompress.measure.flops import count_macs_params
 from autocompress.measure.latency import LatencyMeter
 from autocompress.pruning import Schedule
-from autocompress.search import BEST_SCHEDULE, ONE_EPISODE, Search, SearchResult, best_schedule
+from autocompress.search import (
+    BEST_SCHEDULE,
+    ONE_EPISODE,
+    Search,
+    SearchResult,
+    best_schedule,
+    check_run_folder,
+)
 from autocompress.tournament import run_tournament
 from autocompress.train import train
 
@@ -72,16 +79,18 @@ def run_experiment(cfg: ExperimentConfig, resume: bool = False, progress: bool =
     """Search, then (unless told not to) apply, fine-tune, test and save. Returns the summary."""
     if cfg.search.torch_threads is not None:
         torch.set_num_threads(cfg.search.torch_threads)
+    check_run_folder(Path(cfg.search.out_dir))  # before pretraining writes baseline.pt into it
     env, bundle = build(cfg, progress)
     _say(progress, f"{cfg.model.name}: {len(env.groups)} prunable groups, baseline val top-1 {env.baseline_top1:.2f}%")
-    search = Search(cfg, env, Path(cfg.search.out_dir), resume=resume)
-    result = search.run(progress=progress)
-    if cfg.tournament is not None and cfg.search.agent not in ONE_EPISODE:
-        result = choose_by_tournament(cfg, env, bundle, result, progress)
-    summary: dict[str, Any] = {"run_dir": str(result.run_dir), "episodes": result.episodes, "best": _plain_best(result)}
-    if finalize_run:
-        summary.update(finalize(cfg, env, bundle, result, progress=progress))
-    atomic_write_text(result.run_dir / "summary.json", json.dumps(summary, indent=2, default=float))
+    with Search(cfg, env, Path(cfg.search.out_dir), resume=resume) as search:  # the folder stays ours to the end
+        result = search.run(progress=progress)
+        if cfg.tournament is not None and cfg.search.agent not in ONE_EPISODE:
+            result = choose_by_tournament(cfg, env, bundle, result, progress)
+        summary: dict[str, Any] = {"run_dir": str(result.run_dir), "episodes": result.episodes,
+                                   "best": _plain_best(result)}
+        if finalize_run:
+            summary.update(finalize(cfg, env, bundle, result, progress=progress))
+        atomic_write_text(result.run_dir / "summary.json", json.dumps(summary, indent=2, default=float))
     return summary
 
 

@@ -33,6 +33,7 @@ from autocompress.envs.rewards import Outcome
 from autocompress.measure.latency import LatencyMeter
 from autocompress.pruning import Schedule
 from autocompress.pruning.uniform import bisect_uniform_ratio_on_speedup
+from autocompress.runlock import LOCK_NAME, RunFolderBusy, RunFolderLock
 from autocompress.runlog import RunLogger
 
 CHECKPOINT = "checkpoint.pt"
@@ -194,10 +195,25 @@ class Search:
         self.confirmed_at: int | None = None  # episode count when the leaders were last re-timed
         if cfg.search.agent in ONE_EPISODE:
             self.cfg = replace(cfg, search=replace(cfg.search, episodes=1))
-        self._prepare_run_dir(resume)
+        self.lock = _lock_run_folder(self.run_dir)
+        try:
+            self._prepare_run_dir(resume)
+        except BaseException:
+            self.lock.release()
+            raise
         report = getattr(self.agent, "report", None)
         if report is not None:
             atomic_write_text(self.run_dir / f"{cfg.search.agent}.json", json.dumps(report, indent=1))
+
+    def close(self) -> None:
+        """Let another process write to the run folder (also happens when this process ends)."""
+        self.lock.release()
+
+    def __enter__(self) -> Search:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # ----------------------------------------------------------------- run folder
     def _prepare_run_dir(self, resume: bool) -> None:
@@ -210,6 +226,8 @@ class Search:
             raise SearchError(
                 f"{self.run_dir} already holds a search; pass --resume to continue it or --out a new folder."
             )
+        else:
+            check_run_folder(self.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.run_dir / "config.yaml", dump_config(self.cfg))
 
@@ -391,6 +409,33 @@ def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{key}"] = value
     return out
+
+
+RUN_FOLDER_MARKERS = frozenset({"config.yaml", CHECKPOINT, "baseline.pt", "history.jsonl", LOCK_NAME})
+"""Files only autocompress puts in a run folder: a non-empty folder without any of them belongs to someone else."""
+
+
+def check_run_folder(run_dir: Path) -> None:
+    """Refuse a `--out` that is a file, or a folder with other files in it (a search would write among them)."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise SearchError(f"--out {run_dir} is a file, not a folder; give --out a folder name.")
+    if run_dir.is_dir():
+        names = {p.name for p in run_dir.iterdir()}
+        if names and not names & RUN_FOLDER_MARKERS:
+            raise SearchError(f"{run_dir} has other files in it and is not a run folder; "
+                              "give --out a new or empty folder.")
+
+
+def _lock_run_folder(run_dir: Path) -> RunFolderLock:
+    check_run_folder(run_dir)
+    try:
+        return RunFolderLock(run_dir).acquire()
+    except RunFolderBusy as busy:
+        raise SearchError(f"{run_dir} is in use by another search ({busy}); wait for it to finish "
+                          "or give --out another folder.") from None
+    except OSError as exc:
+        raise SearchError(f"cannot write to run folder {run_dir}: {exc.strerror or exc}; "
+                          "give --out a folder you can write to.") from None
 
 
 def _legacy_meta(state: Any) -> dict[str, Any] | None:

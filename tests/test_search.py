@@ -176,3 +176,25 @@ def test_a_retimed_policy_that_meets_the_latency_target_wins_over_a_faster_scori
     assert choose_confirmed([miss, near, slow_meet], 1.5) is near
     assert choose_confirmed([miss, near, slow_meet], None) is miss  # no latency budget: reward alone
     assert choose_confirmed([miss], 1.5) is miss  # none meets it: the best reward (the search warns)
+
+
+def test_a_run_folder_has_one_writer_and_foreign_folders_are_refused(tmp_path):
+    cfg = small_config(tmp_path / "run", episodes=2)
+    env, _ = build(cfg, progress=False)
+    with Search(cfg, env, tmp_path / "run") as first:
+        first.run(progress=False)
+        with pytest.raises(SearchError, match="in use by another search"):
+            Search(cfg, env, tmp_path / "run", resume=True)
+        # a second process is refused the same way, with a one-line error and exit code 2
+        busy = subprocess.run([sys.executable, "-m", "autocompress", "search", "--resume", str(tmp_path / "run")],
+                              capture_output=True, text=True, timeout=300, cwd=REPO)
+        assert busy.returncode == 2 and "in use by another search" in busy.stderr, busy.stderr
+        assert "Traceback" not in busy.stderr
+    Search(cfg, env, tmp_path / "run", resume=True).close()  # free again once the first one is done
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "thesis.tex").write_text("mine")
+    with pytest.raises(SearchError, match="not a run folder"):
+        run_experiment(small_config(tmp_path / "notes"), progress=False, finalize_run=False)
+    with pytest.raises(SearchError, match="is a file"):
+        run_experiment(small_config(tmp_path / "notes" / "thesis.tex"), progress=False, finalize_run=False)
+    assert (tmp_path / "notes" / "thesis.tex").read_text() == "mine"
