@@ -31,6 +31,7 @@ from autocompress.config import AutocompressError, ExperimentConfig, dump_config
 from autocompress.envs import DiscreteActions, NetCompressEnv
 from autocompress.envs.rewards import Outcome
 from autocompress.measure.latency import LatencyMeter
+from autocompress.paths import ensure_writable
 from autocompress.pruning import Schedule
 from autocompress.pruning.uniform import bisect_uniform_ratio_on_speedup
 from autocompress.runlock import LOCK_NAME, RunFolderBusy, RunFolderLock
@@ -419,6 +420,7 @@ def check_run_folder(run_dir: Path) -> None:
     """Refuse a `--out` that is a file, or a folder with other files in it (a search would write among them)."""
     if run_dir.exists() and not run_dir.is_dir():
         raise SearchError(f"--out {run_dir} is a file, not a folder; give --out a folder name.")
+    ensure_writable(run_dir, folder=True)
     if run_dir.is_dir():
         names = {p.name for p in run_dir.iterdir()}
         if names and not names & RUN_FOLDER_MARKERS:

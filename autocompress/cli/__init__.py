@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from autocompress import __version__
 from autocompress.config import AutocompressError
+from autocompress.paths import WRITE_ERRNOS, ensure_writable
 
 # Order is the order of `autocompress --help`.
 _MODULES = ("models_cmd", "train_cmd", "prune_cmd", "latency_cmd", "search_cmd")
@@ -37,9 +38,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "out", None) and getattr(args, "out_kind", None):
+            ensure_writable(args.out, folder=args.out_kind == "folder")  # fail now, not after the work
         return int(args.func(args) or 0)
     except AutocompressError as exc:
         print(f"autocompress {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in WRITE_ERRNOS:
+            raise
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"autocompress {args.command}: error: cannot write{where}: {exc.strerror or exc}; free space or "
+              "choose another --out (files already saved were not touched).", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"autocompress {args.command}: interrupted", file=sys.stderr)

@@ -79,7 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "model only)")  # fmt: skip
     _add_timing_args(b, rounds=20)
     b.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    b.set_defaults(func=run_lut_build)
+    b.set_defaults(func=run_lut_build, out_kind="file")
 
     c = lsub.add_parser("check", help="prediction error of a table against whole-model timing",
                         description="Prune the model to random per-group ratios (seeded), time each pruned copy "

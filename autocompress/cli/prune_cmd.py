@@ -47,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     u.add_argument("--threads", type=int, default=1, help="threads when timing (--speedup)")
     u.add_argument("--rounds", type=int, default=20, help="timed pairs per measurement (--speedup)")
     u.add_argument("--out", required=True, help="schedule JSON to write")
-    u.set_defaults(func=_uniform)
+    u.set_defaults(func=_uniform, out_kind="file")
 
     a = sub.add_parser(
         "apply",
@@ -60,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--criterion", choices=("l1", "l2", "bn_scale", "fpgm", "random"), default="l1",
                    help="which channels of each group are removed")
     a.add_argument("--out", required=True, help="pruned model file to write (.pt)")
-    a.set_defaults(func=_apply)
+    a.set_defaults(func=_apply, out_kind="file")
 
 
 def _resolve(args: argparse.Namespace) -> tuple[tuple[int, int, int], int]:

@@ -32,12 +32,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="continue a killed search in DIR (or in --out / the config's out_dir)")
     p.add_argument("--no-finalize", action="store_true", help="stop after the search (no apply / fine-tune / test)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary table")
-    p.set_defaults(func=_search)
+    p.set_defaults(func=_search, out_kind="folder")
 
     e = sub.add_parser("export-schedule", help="copy a run's best schedule to a JSON file (validated)")
     e.add_argument("run_dir", help="a search run folder")
     e.add_argument("--out", required=True, help="where to write the schedule JSON")
-    e.set_defaults(func=_export_schedule)
+    e.set_defaults(func=_export_schedule, out_kind="file")
 
     f = sub.add_parser("finetune", help="apply a schedule to a trained network, fine-tune it, test it and save it")
     f.add_argument("--model", required=True)
@@ -56,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="training batches to re-estimate BatchNorm statistics after pruning (0 = off)")
     f.add_argument("--out", required=True, help="output folder (pruned_model.pt + schedule)")
     f.add_argument("--json", action="store_true", help="print the result as one JSON object")
-    f.set_defaults(func=_finetune)
+    f.set_defaults(func=_finetune, out_kind="folder")
 
 
 def _search(args: argparse.Namespace) -> int:

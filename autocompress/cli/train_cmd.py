@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--out", help="output folder (default runs/<model>-<data>)")
     t.add_argument("--json", action="store_true", help="print the result as one JSON object")
     t.add_argument("--quiet", action="store_true", help="no progress output")
-    t.set_defaults(func=_train)
+    t.set_defaults(func=_train, out_kind="folder")
 
     e = sub.add_parser("evaluate", help="top-1 / top-5 / loss of a model's weights on a data split",
                        description="Evaluate saved weights on the test, val (seeded, carved from train) or train "
