@@ -24,13 +24,14 @@ import numpy as np
 import torch
 
 from autocompress.atomic import atomic_write
+from autocompress.config import AutocompressError
 
 MAGIC = b"autocompress-checkpoint\n"
 VERSION = 2
 _MAX_HEADER = 4096
 
 
-class CheckpointError(ValueError):
+class CheckpointError(AutocompressError, ValueError):
     """A checkpoint that cannot be trusted or read; the message says why and what to do."""
 
 

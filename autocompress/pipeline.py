@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from autocompress.atomic import atomic_torch_save, atomic_write_text
-from autocompress.config import AutocompressError, ExperimentConfig
+from autocompress.config import AutocompressError, ExperimentConfig, validate
 from autocompress.data import DataBundle, load_data, make_loader
 from autocompress.envs import NetCompressEnv
 from autocompress.envs.factory import build_env_data, build_model, load_or_build_lut
@@ -47,6 +47,7 @@ def with_overrides(cfg: ExperimentConfig, out_dir: str | None, episodes: int | N
         search = replace(search, episodes=int(episodes))
     if seed is not None:
         search = replace(search, seed=int(seed))
+    validate(search, "search")  # --episodes 0 or a bad seed fails here, not after pretraining
     return replace(cfg, search=search)
 
 

@@ -70,8 +70,9 @@ def _resolve(args: argparse.Namespace) -> tuple[tuple[int, int, int], int]:
         from autocompress.data import load_data
 
         bundle = load_data(DataConfig(name=args.data, root=args.data_root or default_data_root()))
-        return tuple(bundle.input_shape), args.num_classes or bundle.num_classes  # type: ignore[return-value]
-    return args.input_shape or (3, 32, 32), args.num_classes or 10
+        classes = bundle.num_classes if args.num_classes is None else args.num_classes
+        return tuple(bundle.input_shape), classes  # type: ignore[return-value]
+    return args.input_shape or (3, 32, 32), 10 if args.num_classes is None else args.num_classes
 
 
 def _build(args: argparse.Namespace) -> tuple[Any, torch.Tensor, tuple[int, int, int], int]:

@@ -15,6 +15,7 @@ from autocompress.config import (
     PruneConfig,
     TrainConfig,
     load_config,
+    validate,
 )
 
 
@@ -101,6 +102,12 @@ def _finetune(args: argparse.Namespace) -> int:
     data_cfg = DataConfig(name=args.data, batch_size=args.batch_size, val_size=0)  # fine-tune on all training images
     if args.data_root:
         data_cfg = replace(data_cfg, root=args.data_root)
+    cfg = TrainConfig(epochs=args.epochs, lr=args.lr, distill=args.distill, max_batches=args.max_batches,
+                      cpu_bf16=args.cpu_bf16)
+    validate(data_cfg, "data")
+    validate(cfg, "finetune")  # before loading anything: a bad number fails in a second
+    if args.recalib_batches < 0:
+        raise AutocompressError(f"--recalib-batches must be >= 0, got {args.recalib_batches}.")
     bundle = load_data(data_cfg)
     model = get_model(args.model, num_classes=bundle.num_classes, weights=args.weights, in_channels=bundle.input_shape[0])
     schedule = Schedule.load(args.schedule)
@@ -111,8 +118,6 @@ def _finetune(args: argparse.Namespace) -> int:
         recalibrate_bn(pruned, calib, args.batch_size)
     loader = make_loader(bundle.test, batch_size=args.batch_size)
     before = evaluate(pruned, loader).top1
-    cfg = TrainConfig(epochs=args.epochs, lr=args.lr, distill=args.distill, max_batches=args.max_batches,
-                      cpu_bf16=args.cpu_bf16)
     train(pruned, bundle, cfg, teacher=model if args.distill else None, out_dir=Path(args.out) / "checkpoints")
     after = evaluate(pruned, loader)
     path = Path(args.out) / "pruned_model.pt"

@@ -67,14 +67,14 @@ def _data_config(args: argparse.Namespace, augment: bool) -> DataConfig:
                       batch_size=args.batch_size, augment=augment, image_size=args.image_size)
 
 
-def _load_data(cfg: DataConfig):  # noqa: ANN202 (DataBundle imported lazily)
-    """load_data, with its warnings (e.g. a capped val split) as plain stderr lines."""
+def _load_data(cfg: DataConfig, notes: bool = True):  # noqa: ANN202 (DataBundle imported lazily)
+    """load_data, with its warnings (e.g. a capped val split) as plain stderr lines when they concern the user."""
     from autocompress.data import load_data
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         bundle = load_data(cfg)
-    for w in caught:
+    for w in caught if notes else ():
         print(f"note: {w.message}", file=sys.stderr)
     return bundle
 
@@ -109,16 +109,16 @@ def _train(args: argparse.Namespace) -> int:
         raise ConfigError("--teacher needs --teacher-weights: distilling from an untrained teacher is pointless.")
     data_cfg = _data_config(args, augment=not args.no_augment)
     validate(data_cfg, "data")
+    train_cfg = TrainConfig(epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay,
+                            label_smoothing=args.label_smoothing, distill=args.teacher is not None,
+                            distill_alpha=args.distill_alpha, distill_temperature=args.distill_temperature,
+                            device=args.device, max_batches=args.max_batches, cpu_bf16=args.cpu_bf16)
+    validate(train_cfg, "train")  # before the data: a bad number fails in a second
     bundle = _load_data(data_cfg)
     c = bundle.input_shape[0]
     model_cfg = ModelConfig(name=args.model, num_classes=bundle.num_classes, in_channels=c, weights=args.weights)
     model = get_model(model_cfg.name, model_cfg.num_classes, model_cfg.weights, model_cfg.in_channels)
     teacher = get_model(args.teacher, bundle.num_classes, args.teacher_weights, c) if args.teacher else None
-    train_cfg = TrainConfig(epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay,
-                            label_smoothing=args.label_smoothing, distill=teacher is not None,
-                            distill_alpha=args.distill_alpha, distill_temperature=args.distill_temperature,
-                            device=args.device, max_batches=args.max_batches, cpu_bf16=args.cpu_bf16)
-    validate(train_cfg, "train")
     out = Path(args.out or f"runs/{args.model.replace(':', '_')}-{args.data}")
     out.mkdir(parents=True, exist_ok=True)
     history = train(model, bundle, train_cfg, teacher=teacher, out_dir=out, progress=not args.quiet)
@@ -141,7 +141,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from autocompress.models import get_model
 
     _check_positive(batch_size=args.batch_size)
-    bundle = _load_data(_data_config(args, augment=False))
+    bundle = _load_data(_data_config(args, augment=False), notes=args.split == "val")
     if args.weights is None:
         print("warning: no --weights given; evaluating a randomly initialised model", file=sys.stderr)
     model = get_model(args.model, bundle.num_classes, args.weights, bundle.input_shape[0])

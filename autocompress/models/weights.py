@@ -25,6 +25,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, pickle.UnpicklingError):  # torch's text here advises weights_only=False: never that
+            first = "not a PyTorch file, or it holds objects other than tensors"
         raise ModelError(
             f"weights file {str(p)!r} is not a readable PyTorch state dict ({first}); "
             "save one with torch.save(model.state_dict(), path)."
