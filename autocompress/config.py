@@ -7,10 +7,12 @@ dataclasses, passed down explicitly. This module imports nothing else of ours.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -316,46 +318,90 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if origin is Literal:
         choices = typing.get_args(inner)
         if value not in choices:
-            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, choices))}.")
+            raise ConfigError(f"{where}: {_short(value)} is not one of {', '.join(map(repr, choices))}.")
         return value
     if inner is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}.")
+            raise ConfigError(f"{where}: expected true or false, got {_short(value)}.")
         return value
     if inner is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}.")
+            raise ConfigError(f"{where}: expected an integer, got {_short(value)}.")
         return value
     if inner is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}.")
-        return float(value)
+        return _coerce_number(value, where)
     if inner is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}.")
+            raise ConfigError(f"{where}: expected a string, got {_short(value)}.")
         return value
     if origin in (Mapping, dict) or inner in (dict, Mapping):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping of name: number, got {value!r}.")
-        out = {}
-        for k, v in value.items():
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise ConfigError(f"{where}.{k}: expected a number, got {v!r}.")
-            out[str(k)] = float(v)
-        return out
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping of name: number, got {_short(value)}.")
+        _check_keys(value, where, "a name such as w or lam")
+        return {k: _coerce_number(v, f"{where}.{k}") for k, v in value.items()}
     return value
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """repr of a bad value, cut short so that a huge one does not flood the one-line error."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({type(value).__name__})"
+
+
+def _coerce_number(value: Any, where: str) -> float:
+    """A finite float: NaN and infinities pass every later `<` check unnoticed or poison training."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        hint = ""
+        if isinstance(value, str) and _looks_numeric(value):
+            hint = f" (YAML reads {value} as text: write it with a dot, e.g. 1.0e-4)"
+        raise ConfigError(f"{where}: expected a number, got {_short(value)}{hint}.")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ConfigError(f"{where}: {_short(value)} is too large for a number.") from None
+    if not math.isfinite(number):
+        raise ConfigError(f"{where}: {value} is not a finite number; give a real value (no .nan or .inf).")
+    return number
+
+
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_keys(data: Mapping[Any, Any], where: str, expected: str) -> None:
+    """Mapping keys must be strings: YAML turns `1:`, `yes:` or `~:` into int, bool or None keys."""
+    for key in data:
+        if not isinstance(key, str):
+            raise ConfigError(
+                f"{_label(where)}: key {_short(key)} is {type(key).__name__}, not {expected}; "
+                "quote it if you meant the text."
+            )
+
+
+def _label(where: str) -> str:
+    """`where` for a message about a mapping itself: the top level's "file.yaml:" loses its colon."""
+    return where[:-1] if where.endswith(":") else where
 
 
 def from_dict(cls: type, data: Any, where: str = "config") -> Any:
     """Build dataclass `cls` from a plain mapping, rejecting unknown keys and wrong types."""
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{where}: expected a mapping of keys to values, got {type(data).__name__}.")
-    hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    valid = ", ".join(fields)
+    if not isinstance(data, Mapping):
+        raise ConfigError(
+            f"{_label(where)}: expected a mapping of keys to values (key: value lines), "
+            f"got {type(data).__name__} {_short(data, 40)}; valid keys are {valid}."
+        )
+    _check_keys(data, where, "a field name")
+    hints = typing.get_type_hints(cls)
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; valid keys are {', '.join(fields)}."
+            f"{_label(where)}: unknown key(s) {', '.join(map(repr, unknown))}; valid keys are {valid}."
         )
     sep = " " if where.endswith(":") else "."
     kwargs = {name: _coerce(value, hints[name], f"{where}{sep}{name}") for name, value in data.items()}
@@ -383,66 +429,288 @@ def _check(cond: bool, where: str, msg: str) -> None:
         raise ConfigError(f"{where}: {msg}")
 
 
-def validate(obj: Any, where: str = "config") -> None:
-    """Cross-field checks that types alone cannot express."""
-    if isinstance(obj, EnvConfig):
-        _check(0 < obj.budget <= 1, f"{where}.budget", f"{obj.budget} is outside (0, 1]; 0.5 keeps half.")
-        _check(0 <= obj.min_ratio < 1, f"{where}.min_ratio", f"{obj.min_ratio} must be in [0, 1).")
-        _check(0 <= obj.max_ratio < 1, f"{where}.max_ratio", f"{obj.max_ratio} must be in [0, 1).")
-        _check(
-            obj.min_ratio <= obj.max_ratio,
-            f"{where}.min_ratio",
-            f"min_ratio {obj.min_ratio} > max_ratio {obj.max_ratio}; swap them.",
+MAX_SEED = 2**32 - 1
+"""Largest seed accepted: numpy and torch both take it, and `seed + 1` still fits torch's generator."""
+MAX_REPLAY_SIZE = 10_000_000
+"""Replay buffers are allocated up front; a search stores episodes x layers transitions (AMC keeps 2,000)."""
+MAX_HIDDEN = 4096
+"""Agent networks hold hidden x hidden matrices, four of them for DDPG (AMC uses 300)."""
+MAX_BINS = 1000
+"""DQN's output layer has one unit per bin; ratios closer than 0.001 apart prune the same channels."""
+MAX_THREADS = 1024
+"""Most threads or loader processes accepted; a larger count is a typo that would exhaust the machine."""
+MAX_UPDATES_PER_STEP = 1000
+"""Most gradient updates per transition (AMC uses 1); more only stalls the search."""
+_TRAIN_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+_LATENCY_DEVICE = re.compile(r"cpu|cuda(:\d+)?")
+
+
+def _check_seed(seed: int, where: str) -> None:
+    _check(0 <= seed <= MAX_SEED, where, f"{seed} must be in [0, {MAX_SEED}] (numpy and torch seeds).")
+
+
+def _check_count(value: int, where: str, low: int, high: int, note: str = "") -> None:
+    """An integer in [low, high]; the upper bounds stop typos that would allocate or spawn without end."""
+    _check(low <= value <= high, where, f"{value} must be in [{low}, {high}]{f' ({note})' if note else ''}.")
+
+
+def _check_unit(value: float, where: str, *, open_low: bool = False, open_high: bool = False) -> None:
+    """value in [0, 1], with either end excluded on request; the message shows the interval."""
+    ok = (value > 0 if open_low else value >= 0) and (value < 1 if open_high else value <= 1)
+    interval = f"{'(' if open_low else '['}0, 1{')' if open_high else ']'}"
+    _check(ok, where, f"{value} must be in {interval}.")
+
+
+def _check_finite_fields(obj: Any, where: str) -> None:
+    """Directly built configs (the CLI's) skip from_dict's number check; NaN passes no range check anyway."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{where}.{f.name}: {value} is not a finite number; give a real value.")
+
+
+def _validate_env(obj: EnvConfig, where: str) -> None:
+    _check(0 < obj.budget <= 1, f"{where}.budget", f"{obj.budget} is outside (0, 1]; 0.5 keeps half.")
+    _check(0 <= obj.min_ratio < 1, f"{where}.min_ratio", f"{obj.min_ratio} must be in [0, 1).")
+    _check(0 <= obj.max_ratio < 1, f"{where}.max_ratio", f"{obj.max_ratio} must be in [0, 1).")
+    _check(
+        obj.min_ratio <= obj.max_ratio,
+        f"{where}.min_ratio",
+        f"min_ratio {obj.min_ratio} > max_ratio {obj.max_ratio}; swap them.",
+    )
+    _check(obj.val_images > 0, f"{where}.val_images", "must be > 0: the reward needs held-out images.")
+    _check(obj.eval_batch_size > 0, f"{where}.eval_batch_size", "must be > 0.")
+    _check(obj.bn_recalib_batches >= 0, f"{where}.bn_recalib_batches", "must be >= 0.")
+    _check(obj.bn_recalib_batch_size >= 1, f"{where}.bn_recalib_batch_size", "must be >= 1.")
+    _check(obj.lut_feedback >= 0, f"{where}.lut_feedback", "must be >= 0 (0 turns the correction off).")
+    for key, value in obj.reward_kwargs.items():
+        _check(math.isfinite(value), f"{where}.reward_kwargs.{key}", f"{value} is not a finite number.")
+    if obj.budget_kind == "latency" and obj.latency_mode == "flops":
+        raise ConfigError(
+            f"{where}.latency_mode: a latency budget needs latency_mode 'lut' or 'measured', not 'flops'."
         )
-        _check(obj.val_images > 0, f"{where}.val_images", "must be > 0: the reward needs held-out images.")
-        _check(obj.eval_batch_size > 0, f"{where}.eval_batch_size", "must be > 0.")
-        _check(obj.bn_recalib_batches >= 0, f"{where}.bn_recalib_batches", "must be >= 0.")
-        _check(obj.lut_feedback >= 0, f"{where}.lut_feedback", "must be >= 0 (0 turns the correction off).")
-        if obj.budget_kind == "latency" and obj.latency_mode == "flops":
+
+
+def _validate_prune(obj: PruneConfig, where: str) -> None:
+    _check(obj.round_to >= 1, f"{where}.round_to", "must be >= 1.")
+    _check(obj.min_channels >= 1, f"{where}.min_channels", "must be >= 1.")
+    _check(obj.reconstruct_samples > 0, f"{where}.reconstruct_samples", "must be > 0.")
+
+
+def _validate_latency(obj: LatencyConfig, where: str) -> None:
+    device_ok = bool(_LATENCY_DEVICE.fullmatch(obj.device))
+    _check(device_ok, f"{where}.device", f"{obj.device!r}: use cpu or cuda.")
+    _check_count(obj.threads, f"{where}.threads", 1, MAX_THREADS)
+    _check(obj.batch_size >= 1, f"{where}.batch_size", "must be >= 1.")
+    _check(obj.rounds >= 1, f"{where}.rounds", "must be >= 1.")
+    _check(obj.warmup >= 0, f"{where}.warmup", "must be >= 0.")
+
+
+def _validate_model(obj: ModelConfig, where: str) -> None:
+    _check(obj.num_classes >= 1, f"{where}.num_classes", "must be >= 1.")
+    _check(obj.in_channels >= 1, f"{where}.in_channels", "must be >= 1 (3 for RGB, 1 for grey images).")
+
+
+def _validate_data(obj: DataConfig, where: str) -> None:
+    _check(obj.val_size >= 0, f"{where}.val_size", "must be >= 0.")
+    _check(obj.batch_size >= 1, f"{where}.batch_size", "must be >= 1.")
+    _check_count(obj.num_workers, f"{where}.num_workers", 0, MAX_THREADS, "0 loads in the main process")
+    _check_seed(obj.seed, f"{where}.seed")
+    _check(obj.image_size is None or obj.image_size >= 8, f"{where}.image_size", "must be >= 8 (or null).")
+
+
+def _validate_search(obj: SearchConfig, where: str) -> None:
+    _check(obj.episodes >= 1, f"{where}.episodes", "must be >= 1.")
+    _check_seed(obj.seed, f"{where}.seed")
+    if obj.torch_threads is not None:
+        _check_count(obj.torch_threads, f"{where}.torch_threads", 1, MAX_THREADS, "null: torch's default")
+    _check(obj.checkpoint_every >= 1, f"{where}.checkpoint_every", "must be >= 1.")
+
+
+def _validate_learner(obj: DDPGConfig | DQNConfig, where: str) -> None:
+    """What DDPG and DQN share: network width, replay, discount, warm-up and reward baseline."""
+    _check_count(obj.hidden, f"{where}.hidden", 1, MAX_HIDDEN, "AMC uses 300")
+    _check(obj.batch_size >= 1, f"{where}.batch_size", "must be >= 1.")
+    _check_count(obj.replay_size, f"{where}.replay_size", 1, MAX_REPLAY_SIZE, "allocated up front")
+    _check(
+        obj.batch_size <= obj.replay_size,
+        f"{where}.batch_size",
+        f"{obj.batch_size} > replay_size {obj.replay_size}: the agent would never learn; lower batch_size.",
+    )
+    _check_unit(obj.discount, f"{where}.discount")
+    _check(obj.warmup_episodes >= 0, f"{where}.warmup_episodes", "must be >= 0.")
+    _check_count(obj.updates_per_step, f"{where}.updates_per_step", 1, MAX_UPDATES_PER_STEP, "AMC uses 1")
+    _check_unit(obj.baseline_decay, f"{where}.baseline_decay")
+
+
+def _validate_ddpg(obj: DDPGConfig, where: str) -> None:
+    _validate_learner(obj, where)
+    _check(obj.lr_actor > 0, f"{where}.lr_actor", "must be > 0.")
+    _check(obj.lr_critic > 0, f"{where}.lr_critic", "must be > 0.")
+    _check_unit(obj.tau, f"{where}.tau", open_low=True)
+    _check(obj.noise_sigma >= 0, f"{where}.noise_sigma", "must be >= 0 (0 turns exploration noise off).")
+    _check_unit(obj.noise_decay, f"{where}.noise_decay")
+
+
+def _validate_dqn(obj: DQNConfig, where: str) -> None:
+    _validate_learner(obj, where)
+    _check_count(obj.bins, f"{where}.bins", 2, MAX_BINS)
+    _check(obj.lr > 0, f"{where}.lr", "must be > 0.")
+    _check_unit(obj.epsilon_start, f"{where}.epsilon_start")
+    _check_unit(obj.epsilon_end, f"{where}.epsilon_end")
+    _check(obj.epsilon_decay_episodes >= 0, f"{where}.epsilon_decay_episodes", "must be >= 0.")
+    _check(obj.target_update_steps >= 1, f"{where}.target_update_steps", "must be >= 1.")
+
+
+def _validate_tournament(obj: TournamentConfig, where: str) -> None:
+    _check(obj.finalists >= 1, f"{where}.finalists", "must be >= 1.")
+    _check(obj.ft_batches >= 1, f"{where}.ft_batches", "must be >= 1.")
+    _check(obj.lr > 0, f"{where}.lr", "must be > 0.")
+    _check(obj.val_images is None or obj.val_images >= 1, f"{where}.val_images", "must be >= 1 (or null).")
+    _check_seed(obj.seed, f"{where}.seed")
+
+
+def _validate_train(obj: TrainConfig, where: str) -> None:
+    _check(obj.epochs >= 0, f"{where}.epochs", "must be >= 0.")
+    _check(obj.lr > 0, f"{where}.lr", "must be > 0.")
+    _check_unit(obj.momentum, f"{where}.momentum", open_high=True)
+    _check(obj.weight_decay >= 0, f"{where}.weight_decay", "must be >= 0.")
+    _check_unit(obj.label_smoothing, f"{where}.label_smoothing", open_high=True)
+    _check_unit(obj.distill_alpha, f"{where}.distill_alpha")
+    _check(obj.distill_temperature > 0, f"{where}.distill_temperature", "must be > 0.")
+    _check(obj.max_batches is None or obj.max_batches >= 1, f"{where}.max_batches", "must be >= 1 (or null).")
+    device_ok = bool(_TRAIN_DEVICE.fullmatch(obj.device))
+    _check(device_ok, f"{where}.device", f"{obj.device!r}: use auto, cpu or cuda.")
+
+
+_VALIDATORS: dict[type, Callable[[Any, str], None]] = {
+    EnvConfig: _validate_env,
+    PruneConfig: _validate_prune,
+    LatencyConfig: _validate_latency,
+    ModelConfig: _validate_model,
+    DataConfig: _validate_data,
+    SearchConfig: _validate_search,
+    DDPGConfig: _validate_ddpg,
+    DQNConfig: _validate_dqn,
+    TournamentConfig: _validate_tournament,
+    TrainConfig: _validate_train,
+}
+
+
+def validate(obj: Any, where: str = "config") -> None:
+    """Range and cross-field checks that types alone cannot express."""
+    for cls, check in _VALIDATORS.items():
+        if isinstance(obj, cls):
+            _check_finite_fields(obj, where)
+            check(obj, where)
+            return
+
+
+MAX_CONFIG_BYTES = 1_000_000
+"""Largest config file read; real ones are a few kB, so anything bigger is the wrong file."""
+MAX_YAML_DEPTH = 20
+"""Deepest YAML nesting accepted; configs nest four levels (env: prune: round_to: 8)."""
+
+
+def _line(mark: Any) -> str:
+    return f"line {mark.line + 1}, column {mark.column + 1}"
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """SafeLoader that refuses what no config needs and what can blow up: aliases (the 'billion laughs'
+    bomb), nesting deeper than MAX_YAML_DEPTH (RecursionError) and duplicate keys (silently last-wins)."""
+
+    def __init__(self, stream: str, name: str) -> None:
+        super().__init__(stream)
+        self.name = name
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
             raise ConfigError(
-                f"{where}.latency_mode: a latency budget needs latency_mode 'lut' or 'measured', not 'flops'."
+                f"{self.name}: {_line(event.start_mark)}: YAML aliases (*{event.anchor}) are not allowed in "
+                "configs; write the value out in full."
             )
-    elif isinstance(obj, PruneConfig):
-        _check(obj.round_to >= 1, f"{where}.round_to", "must be >= 1.")
-        _check(obj.min_channels >= 1, f"{where}.min_channels", "must be >= 1.")
-        _check(obj.reconstruct_samples > 0, f"{where}.reconstruct_samples", "must be > 0.")
-    elif isinstance(obj, LatencyConfig):
-        _check(obj.threads >= 1, f"{where}.threads", "must be >= 1.")
-        _check(obj.batch_size >= 1, f"{where}.batch_size", "must be >= 1.")
-        _check(obj.rounds >= 1, f"{where}.rounds", "must be >= 1.")
-        _check(obj.warmup >= 0, f"{where}.warmup", "must be >= 0.")
-    elif isinstance(obj, DataConfig):
-        _check(obj.val_size >= 0, f"{where}.val_size", "must be >= 0.")
-        _check(obj.batch_size >= 1, f"{where}.batch_size", "must be >= 1.")
-        _check(obj.image_size is None or obj.image_size >= 8, f"{where}.image_size", "must be >= 8 (or null).")
-    elif isinstance(obj, SearchConfig):
-        _check(obj.episodes >= 1, f"{where}.episodes", "must be >= 1.")
-        _check(obj.torch_threads is None or obj.torch_threads >= 1, f"{where}.torch_threads", "must be >= 1.")
-        _check(obj.checkpoint_every >= 1, f"{where}.checkpoint_every", "must be >= 1.")
-    elif isinstance(obj, DQNConfig):
-        _check(obj.bins >= 2, f"{where}.bins", "must be >= 2.")
-    elif isinstance(obj, TournamentConfig):
-        _check(obj.finalists >= 1, f"{where}.finalists", "must be >= 1.")
-        _check(obj.ft_batches >= 1, f"{where}.ft_batches", "must be >= 1.")
-        _check(obj.lr > 0, f"{where}.lr", "must be > 0.")
-        _check(obj.val_images is None or obj.val_images >= 1, f"{where}.val_images", "must be >= 1 (or null).")
-    elif isinstance(obj, TrainConfig):
-        _check(obj.epochs >= 0, f"{where}.epochs", "must be >= 0.")
-        _check(obj.lr > 0, f"{where}.lr", "must be > 0.")
-        _check(0 <= obj.distill_alpha <= 1, f"{where}.distill_alpha", "must be in [0, 1].")
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                mark = self.peek_event().start_mark
+                raise ConfigError(
+                    f"{self.name}: {_line(mark)}: nested more than {MAX_YAML_DEPTH} levels deep; configs nest "
+                    "a few levels (env: prune: round_to: 8), check the brackets and indentation."
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value if isinstance(node, yaml.MappingNode) else ():
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node)
+            except TypeError:  # unhashable: SafeLoader's own error says so
+                continue
+            if first is not key_node:
+                raise ConfigError(
+                    f"{self.name}: {_line(key_node.start_mark)}: duplicate key {_short(key)} (first at line "
+                    f"{first.start_mark.line + 1}); YAML would keep only the last, so delete one of them."
+                )
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_yaml_int(self, node: Any) -> Any:
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError:  # Python refuses int strings of more than 4,300 digits
+            raise ConfigError(f"{self.name}: {_line(node.start_mark)}: integer too long.") from None
+
+
+_ConfigLoader.add_constructor("tag:yaml.org,2002:int", _ConfigLoader.construct_yaml_int)
+
+
+def _read_yaml(path: Path) -> Any:
+    """Parse one config file: size-capped, UTF-8, through _ConfigLoader; every failure is a ConfigError."""
+    try:
+        with path.open("rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config ({exc.strerror or exc}).") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: over {MAX_CONFIG_BYTES:,} bytes; is this really an experiment config?")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); save it as UTF-8."
+        ) from None
+    loader = _ConfigLoader(text, str(path))
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())}).") from None
+    finally:
+        loader.dispose()
 
 
 def load_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> ExperimentConfig:
     """Load and validate an experiment from a YAML path or a mapping."""
     if isinstance(source, Mapping):
         return from_dict(ExperimentConfig, source, "config")
+    if not isinstance(source, (str, os.PathLike)):
+        raise ConfigError(
+            f"config: expected a YAML path (str or os.PathLike) or a mapping, got {type(source).__name__}."
+        )
     path = Path(source)
+    if path.is_dir():
+        raise ConfigError(f"config {str(path)!r} is a folder; give a YAML file (see experiments/).")
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist; see experiments/ for examples.")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc}).") from None
+    data = _read_yaml(path)
+    if data is None:  # an empty file (or only comments): every default
+        data = {}
     return from_dict(ExperimentConfig, data, f"{path}:")
 
 

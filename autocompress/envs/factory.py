@@ -7,6 +7,7 @@ This is the one place in `envs` that reaches for the model zoo and the datasets,
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,17 @@ import torch
 from autocompress.config import ConfigError, ExperimentConfig, load_config
 
 
-def resolve_config(config: ExperimentConfig | str | os.PathLike[str] | dict[str, Any]) -> ExperimentConfig:
-    """An ExperimentConfig from a config object, a YAML path or a mapping."""
-    return config if isinstance(config, ExperimentConfig) else load_config(config)
+def resolve_config(config: ExperimentConfig | str | os.PathLike[str] | Mapping[str, Any]) -> ExperimentConfig:
+    """An ExperimentConfig from a config object, a YAML path or a mapping; anything else is a ConfigError
+    (gymnasium.make passes `config=` through unchecked)."""
+    if isinstance(config, ExperimentConfig):
+        return config
+    if not isinstance(config, (str, os.PathLike, Mapping)):
+        raise ConfigError(
+            "config=: expected an ExperimentConfig, a YAML path (str or os.PathLike) or a mapping, "
+            f"got {type(config).__name__}."
+        )
+    return load_config(config)
 
 
 def build_env_data(cfg: ExperimentConfig, bundle: Any) -> Any:
