@@ -8,7 +8,9 @@ code changes and never execute pickled code.
 
 from __future__ import annotations
 
+import math
 import os
+import pickle
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +25,9 @@ from autocompress.pruning import Schedule, apply_schedule
 
 FORMAT = "autocompress.pruned_model"
 VERSION = 1
+MAX_INPUT_ELEMENTS = 2**26
+"""Largest recorded input (elements of one image): `load_pruned` allocates an example of that size."""
+_RESAVE = "the file is damaged or was not written by autocompress; save it again with `autocompress apply`."
 
 
 class ExportError(AutocompressError):
@@ -62,14 +67,60 @@ def read_pruned(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ExportError(f"{path}: not a readable pruned model file ({exc}).") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, pickle.UnpicklingError):  # torch's text here advises weights_only=False: never that
+            first = "not a PyTorch file, or it holds objects other than tensors and plain data"
+        raise ExportError(
+            f"{path}: not a readable pruned model file ({first}); save one with `autocompress apply`."
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ExportError(
             f"{path}: not an autocompress pruned model (no format {FORMAT!r}); save one with `autocompress apply`."
         )
     if payload.get("version") != VERSION:
         raise ExportError(f"{path}: pruned model version {payload.get('version')!r}; this autocompress reads {VERSION}.")
+    _check_payload(payload, path)
     return payload
+
+
+def _check_payload(payload: dict[str, Any], path: Path) -> None:
+    """Check every field `load_pruned` uses, so a damaged file fails here, not as a KeyError deep inside."""
+    missing = sorted({"schedule", "state_dict", "model"} - set(payload))
+    if missing:
+        raise ExportError(f"{path}: pruned model file lacks {missing}; {_RESAVE}")
+    if not isinstance(payload["schedule"], str):
+        raise ExportError(f"{path}: 'schedule' is {type(payload['schedule']).__name__}, not schedule JSON text; {_RESAVE}")
+    state = payload["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise ExportError(f"{path}: 'state_dict' is not a mapping of names to tensors; {_RESAVE}")
+    spec = payload["model"]
+    if not isinstance(spec, dict):
+        raise ExportError(f"{path}: 'model' is {type(spec).__name__}, not the model spec; {_RESAVE}")
+    if not isinstance(spec.get("name"), str) or not spec["name"]:
+        raise ExportError(f"{path}: model spec 'name' is {spec.get('name')!r}, not a zoo model name; {_RESAVE}")
+    weights = sum(v.numel() for v in state.values())
+    for key in ("num_classes", "in_channels"):
+        if not _positive_int(spec.get(key)):
+            raise ExportError(f"{path}: model spec {key!r} is {spec.get(key)!r}, not a positive integer; {_RESAVE}")
+        if spec[key] > weights:  # the classifier / first layer holds at least one weight per class / channel
+            raise ExportError(f"{path}: model spec {key!r} {spec[key]} exceeds the {weights} weights stored; {_RESAVE}")
+    shape = spec.get("input_shape")
+    if not (isinstance(shape, list) and all(_positive_int(s) for s in shape)):
+        raise ExportError(f"{path}: model spec 'input_shape' is {shape!r}, not a list of positive sizes; {_RESAVE}")
+    if len(shape) != 3 or shape[0] != spec["in_channels"]:
+        raise ExportError(
+            f"{path}: model spec 'input_shape' {shape} must be [in_channels {spec['in_channels']}, height, width]; "
+            f"{_RESAVE}"
+        )
+    if math.prod(shape) > MAX_INPUT_ELEMENTS:
+        raise ExportError(
+            f"{path}: model spec 'input_shape' {shape} has {math.prod(shape)} elements, more than any image "
+            f"(limit {MAX_INPUT_ELEMENTS}); {_RESAVE}"
+        )
+
+
+def _positive_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
 
 
 def load_pruned(path: str | os.PathLike[str]) -> tuple[nn.Module, Schedule]:

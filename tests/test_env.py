@@ -134,6 +134,68 @@ def test_empty_validation_set_and_model_without_groups():
         NetCompressEnv(get_model("tiny_cnn"), no_calib, EnvConfig(bn_recalib_batches=1))
 
 
+def test_step_outside_an_episode_is_refused():
+    env = tiny_env()
+    with pytest.raises(ConfigError, match=r"step\(\) before the first reset\(\).*call reset\(\)"):
+        env.step(np.array([0.5], np.float32))
+    rollout(env, np.full((len(env.groups), 1), 0.5, np.float32))
+    with pytest.raises(ConfigError, match="no episode in progress"):
+        env.step(np.array([0.5], np.float32))
+    env.reset(seed=0)
+    assert env.step(np.array([0.5], np.float32))[4]["group"] == env.group_names[0]
+
+
+@pytest.fixture(scope="module")
+def shared_env() -> NetCompressEnv:
+    return tiny_env()
+
+
+@pytest.mark.parametrize(
+    ("action", "match"),
+    [
+        (np.array([], np.float32), r"shape \(0,\) \(0 values\)"),
+        (np.zeros(3, np.float32), r"shape \(3,\) \(3 values\)"),
+        (np.zeros((1, 1, 2), np.float32), r"shape \(1, 1, 2\)"),
+        (np.array([np.nan], np.float32), "action is nan"),
+        (np.array([np.inf], np.float32), "action is inf"),
+        (np.array([-np.inf], np.float32), "action is -inf"),
+        ("0.5", "'0.5' is not a number"),
+        (None, "None is not a number"),
+        ([object()], "is not numeric"),
+    ],
+)
+def test_malformed_actions_are_refused_and_leave_the_episode_intact(shared_env, action, match):
+    shared_env.reset(seed=0)
+    with pytest.raises(ConfigError, match=match):
+        shared_env.step(action)
+    assert shared_env.step(np.array([0.5], np.float32))[4]["group"] == shared_env.group_names[0]
+
+
+def test_finite_actions_outside_the_box_are_clipped(shared_env):
+    first_ratio = {}
+    for a in (-3.0, 0.0, 1.0, 5.0, 1e30):
+        shared_env.reset(seed=0)
+        first_ratio[a] = shared_env.step(np.array([a], np.float32))[4]["prune_ratio"]
+    assert first_ratio[-3.0] == first_ratio[0.0] and first_ratio[5.0] == first_ratio[1e30] == first_ratio[1.0]
+    shared_env.reset(seed=0)
+    assert shared_env.step(0.5)[4]["prune_ratio"] == pytest.approx(shared_env.prune_ratio_of(0.5))  # scalars too
+
+
+@pytest.mark.parametrize("action", [-1, 5, 2.5, np.float32(2.0), True, "1", None, np.array([1, 2]), np.array([])])
+def test_discrete_wrapper_refuses_what_is_not_a_bin(shared_env, action):
+    env = DiscreteActions(shared_env, bins=5)
+    env.reset(seed=0)
+    with pytest.raises(ConfigError, match=r"not a bin index; the action space is Discrete\(5\)"):
+        env.step(action)
+
+
+def test_discrete_wrapper_takes_integer_bins(shared_env):
+    env = DiscreteActions(shared_env, bins=5)
+    for action in (2, np.int64(2), np.array(2), np.array([2])):
+        env.reset(seed=0)
+        assert env.step(action)[4]["prune_ratio"] == pytest.approx(shared_env.prune_ratio_of(0.5))
+
+
 def test_internal_scope_exposes_fewer_groups():
     all_groups = tiny_env(prune=PruneConfig(scope="all"))
     internal = tiny_env(prune=PruneConfig(scope="internal"))

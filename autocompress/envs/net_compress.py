@@ -29,6 +29,24 @@ from autocompress.measure.latency import LatencyMeter
 from autocompress.pruning import Pruner, recalibrate_bn
 
 
+def _one_finite_number(action: Any) -> float:
+    """The one finite number in `action`. Anything else is an agent bug: refused, not truncated to its first
+    value or clipped from +-inf to a bound, which would hide the bug behind plausible episodes."""
+    box = "the action space is Box(0, 1, (1,)): pass one finite number, e.g. np.array([0.3], np.float32)"
+    if action is None or isinstance(action, (str, bytes)):
+        raise ConfigError(f"NetCompressEnv.step: action {action!r} is not a number; {box}.")
+    try:
+        values = np.asarray(action, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ConfigError(f"NetCompressEnv.step: action {action!r} is not numeric; {box}.") from None
+    if values.size != 1:
+        raise ConfigError(f"NetCompressEnv.step: action has shape {values.shape} ({values.size} values); {box}.")
+    value = float(values.reshape(-1)[0])
+    if not math.isfinite(value):
+        raise ConfigError(f"NetCompressEnv.step: action is {value}; {box}.")
+    return value
+
+
 def _cache_key(kept: Mapping[str, int]) -> tuple[int, ...]:
     """Evaluation-cache key: kept channels in group-name order (equal networks, equal keys)."""
     return tuple(kept[name] for name in sorted(kept))
@@ -63,6 +81,8 @@ class NetCompressEnv(gym.Env):
     `Box(0, 1, (1,), float32)`: mapped linearly to a prune ratio (share of channels removed) in
     `[min_ratio, max_ratio]`, then raised by the budget wall if needed so that the budget can still be
     met by pruning every later group at `max_ratio`. The applied ratio is in `info["prune_ratio"]`.
+    Finite actions outside [0, 1] are clipped (as AMC's); NaN, +-inf, non-numbers and arrays that do not
+    hold exactly one value raise ConfigError.
 
     ## Observation Space
     `Box(0, 1, (15,), float32)`: the current group's features (`features.FEATURE_NAMES`): index, layer
@@ -80,7 +100,8 @@ class NetCompressEnv(gym.Env):
     env's random generator (used by the `random` channel criterion).
 
     ## Episode End
-    Terminated after the last group; never truncated. The final `info` holds `schedule` (group ->
+    Terminated after the last group; never truncated. `step()` before `reset()` or after termination raises
+    ConfigError. The final `info` holds `schedule` (group ->
     prune ratio), `top1`, `latency_ms`, `speedup`, `macs`, `macs_ratio`, `params`, `params_ratio`,
     `timing` (seconds spent pruning, recalibrating, evaluating, timing), `cached`.
 
@@ -145,6 +166,7 @@ class NetCompressEnv(gym.Env):
         self._ratios: dict[str, float] = {}
         self._prev_action = 0.0
         self._step_s = 0.0
+        self._running = False  # an episode is in progress: reset() was called and it has not terminated
 
     # ----------------------------------------------------------------- construction helpers
     @staticmethod
@@ -206,13 +228,17 @@ class NetCompressEnv(gym.Env):
         self._ratios = {}
         self._prev_action = 0.0
         self._step_s = 0.0
+        self._running = True
         return self._observe(), {"group": self.groups[0].name}
 
     def step(self, action):
         t0 = time.perf_counter()
-        a = float(np.clip(np.asarray(action, dtype=np.float64).reshape(-1)[0], 0.0, 1.0))
-        if math.isnan(a):
-            raise ValueError("NetCompressEnv.step: the action is NaN.")
+        if not self._running:
+            raise ConfigError(
+                "NetCompressEnv.step: no episode in progress (step() before the first reset(), or after the "
+                "episode terminated); call reset() to start one."
+            )
+        a = float(np.clip(_one_finite_number(action), 0.0, 1.0))  # finite values outside [0, 1]: clipped, as AMC
         lo, hi = self.cfg.min_ratio, self.cfg.max_ratio
         group = self.groups[self._index]
         ratio = self.wall.clip(self._ratios, self._index, lo + a * (hi - lo))
@@ -225,6 +251,7 @@ class NetCompressEnv(gym.Env):
         obs = self._observe()
         self._step_s += time.perf_counter() - t0  # the env's own work: wall, features
         if terminated:
+            self._running = False
             outcome, final = self._finish()
             reward = self.reward_fn(outcome)
             info.update(final, reward=reward)

@@ -22,4 +22,12 @@ class DiscreteActions(gym.ActionWrapper):
         self.action_space = gym.spaces.Discrete(bins)
 
     def action(self, action: int) -> np.ndarray:
-        return np.array([self.levels[int(action)]], dtype=np.float32)
+        """The Box action of bin `action`; a float, bool or out-of-range index is an agent bug, not a bin."""
+        n = len(self.levels)
+        index = action.item() if isinstance(action, np.ndarray) and action.size == 1 else action
+        if isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer)) or not 0 <= index < n:
+            raise ConfigError(
+                f"DiscreteActions.step: action {action!r} is not a bin index; the action space is Discrete({n}): "
+                f"pass an integer in [0, {n - 1}]."
+            )
+        return np.array([self.levels[int(index)]], dtype=np.float32)

@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import os
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,12 @@ FORMAT = "autocompress.schedule"
 VERSION = 1
 _TOP_KEYS = {"format", "version", "model", "groups", "budget", "metrics"}
 _GROUP_KEYS = {"name", "members", "channels_before", "channels_after", "prune_ratio"}
+MAX_BYTES = 64 * 1024 * 1024
+"""Largest schedule file read: a real one is kilobytes; anything near this is not a schedule."""
+MAX_DEPTH = 32
+"""Deepest nesting allowed inside 'budget' / 'metrics' (json.dumps recurses; a deep one could not be saved)."""
+MAX_CHANNELS = 2**31 - 1
+"""No layer has more channels; a bound also keeps the ratio/channel check exact in floating point."""
 
 
 class ScheduleError(AutocompressError, ValueError):
@@ -126,13 +133,24 @@ class Schedule:
             return json.dumps(self.to_dict(), indent=2, allow_nan=False, default=_plain)
         except ValueError as exc:
             raise ScheduleError(f"schedule has a value JSON cannot hold ({exc}); metrics must be finite.") from None
+        except RecursionError:
+            raise ScheduleError("schedule budget/metrics are nested too deeply to save; keep them flat.") from None
 
     @classmethod
-    def from_json(cls, text: str, source: str = "schedule") -> Schedule:
+    def from_json(cls, text: str | bytes, source: str = "schedule") -> Schedule:
         """Parse and validate schedule JSON; any problem -> ScheduleError naming `source`."""
+        if isinstance(text, (str, bytes)) and len(text) > MAX_BYTES:
+            raise ScheduleError(f"{source}: {len(text)} characters is larger than any schedule ({_TOO_BIG}).")
+        if isinstance(text, bytes):
+            try:
+                text = text.decode("utf-8-sig")  # UTF-8 only (json.loads would guess UTF-16/32); a BOM is fine
+            except UnicodeDecodeError as exc:
+                raise ScheduleError(f"{source}: not UTF-8 text ({exc.reason} at byte {exc.start}); {_NOT_TEXT}") from None
         try:
             data = json.loads(text)
-        except (json.JSONDecodeError, TypeError) as exc:
+        except RecursionError:
+            raise ScheduleError(f"{source}: JSON nested too deeply to read; {_NOT_TEXT}") from None
+        except (ValueError, TypeError) as exc:  # JSONDecodeError, and int literals over Python's digit limit
             raise ScheduleError(f"{source}: not valid JSON ({exc}).") from None
         return cls.from_dict(data, source)
 
@@ -162,14 +180,16 @@ class Schedule:
         for key in ("budget", "metrics"):
             if not isinstance(data.get(key, {}), dict):
                 raise ScheduleError(f"{source}: {key!r} must be a JSON object.")
+            if _depth(data.get(key, {}), MAX_DEPTH) > MAX_DEPTH:
+                raise ScheduleError(f"{source}: {key!r} is nested more than {MAX_DEPTH} levels deep; keep it flat.")
         groups = data["groups"]
         if not isinstance(groups, list) or not groups:
             raise ScheduleError(f"{source}: 'groups' must be a non-empty list of group entries.")
         entries = [_entry(g, i, source) for i, g in enumerate(groups)]
-        names = [e.name for e in entries]
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        dupes = sorted(n for n, c in Counter(e.name for e in entries).items() if c > 1)  # linear: 100k+ groups
         if dupes:
-            raise ScheduleError(f"{source}: group(s) {dupes} appear more than once; keep one entry per group.")
+            more = f" and {len(dupes) - 6} more" if len(dupes) > 6 else ""
+            raise ScheduleError(f"{source}: group(s) {dupes[:6]}{more} appear more than once; keep one entry per group.")
         return cls(model["name"], model["structure_hash"], entries, dict(data.get("budget", {})), dict(data.get("metrics", {})))
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -178,10 +198,30 @@ class Schedule:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Schedule:
+        """Read and validate a schedule file (at most MAX_BYTES, so a wrong path cannot eat memory)."""
         path = Path(path)
         if not path.is_file():
             raise ScheduleError(f"schedule file {str(path)!r} does not exist.")
-        return cls.from_json(path.read_text(encoding="utf-8"), str(path))
+        try:
+            with path.open("rb") as f:
+                raw = f.read(MAX_BYTES + 1)
+        except OSError as exc:
+            raise ScheduleError(f"schedule file {str(path)!r} cannot be read ({exc.strerror or exc}).") from None
+        if len(raw) > MAX_BYTES:
+            raise ScheduleError(f"{path}: larger than {MAX_BYTES // 2**20} MB, far beyond any schedule ({_TOO_BIG}).")
+        return cls.from_json(raw, str(path))
+
+
+_NOT_TEXT = "this is not a schedule file (write one with `autocompress schedule` or `autocompress search`)."
+_TOO_BIG = "check the path; write a schedule with `autocompress schedule` or `autocompress search`"
+
+
+def _depth(x: Any, cap: int) -> int:
+    """Nesting depth of JSON containers in `x`, counted no further than cap + 1 (so it is cheap on deep input)."""
+    if cap < 0 or not isinstance(x, (dict, list)):
+        return 0
+    children = x.values() if isinstance(x, dict) else x
+    return 1 + max((_depth(c, cap - 1) for c in children), default=0)
 
 
 def _plain(x: Any) -> Any:
@@ -211,15 +251,40 @@ def _entry(g: Any, i: int, source: str) -> GroupEntry:
         raise ScheduleError(f"{where}: 'members' must be a list of layer names.")
     before, after, ratio = g["channels_before"], g["channels_after"], g["prune_ratio"]
     for key, v in (("channels_before", before), ("channels_after", after)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ScheduleError(f"{where}: {key!r} must be a positive integer, got {v!r}.")
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_CHANNELS:
+            raise ScheduleError(f"{where}: {key!r} must be a positive integer (at most {MAX_CHANNELS}), got {v!r}.")
     if after > before:
         raise ScheduleError(f"{where}: channels_after {after} > channels_before {before}; a group cannot grow.")
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or math.isnan(ratio) or not 0 <= ratio < 1:
         raise ScheduleError(
             f"{where}: prune_ratio {ratio!r} must be a number in [0, 1) (share of channels removed)."
         )
+    _check_ratio_matches(where, before, after, float(ratio))
     return GroupEntry(name, tuple(members), before, after, float(ratio))
+
+
+def _check_ratio_matches(where: str, before: int, after: int, ratio: float) -> None:
+    """Refuse a prune_ratio that no pruning config turns into channels_after.
+
+    The pipeline prunes by ratio, `apply_schedule` by channel count: if they disagree, the two build
+    different networks. The schedule does not record round_to / min_channels, so only what holds for
+    every setting is checked (as `kept_count` computes it): a ratio that removes no channel keeps the group
+    whole, and rounding to any multiple R keeps max(R, keep - R/2) >= 2/3 of the unrounded count `keep`;
+    min_channels only raises it.
+    """
+    keep = math.floor(before * (1.0 - ratio) + 0.5)  # kept_count before rounding
+    if keep >= before and after != before:
+        raise ScheduleError(
+            f"{where}: prune_ratio {ratio!r} removes none of the {before} channels but channels_after is {after}; "
+            "fix one of them (re-export the schedule with `autocompress schedule`, or edit prune_ratio to "
+            f"{1 - after / before:.6g})."
+        )
+    if keep < before and 3 * after < 2 * keep:
+        raise ScheduleError(
+            f"{where}: prune_ratio {ratio!r} keeps about {keep} of {before} channels, but channels_after is {after} "
+            f"(no rounding goes below {math.ceil(2 * keep / 3)}); fix one of them (re-export the schedule with "
+            f"`autocompress schedule`, or edit prune_ratio to {1 - after / before:.6g})."
+        )
 
 
 def structure_hash(model: nn.Module) -> str:
@@ -283,3 +348,4 @@ def apply_schedule(
     pruner = Pruner(model, example_inputs, cfg or PruneConfig())
     check_fits(schedule, pruner)
     return pruner.prune_kept(schedule.kept_channels(), calib_images)
+
