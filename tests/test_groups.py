@@ -6,6 +6,7 @@ import pytest
 import torch
 import torchvision.models as tvm
 from prune_models import TinyChain, TinyDepthwise, TinyResNet
+from torch import nn
 
 from autocompress.pruning.groups import analyze_model
 
@@ -88,3 +89,24 @@ def test_zoo_vgg16_and_mobilenetv2_group_counts():
     assert len(analyze_model(get_model("vgg16_bn_cifar"), X32).groups) == 13  # one Linear head: 13 convs
     mb = analyze_model(get_model("mobilenetv2_cifar"), X32).groups
     assert len(mb) == 25 and sum(g.internal for g in mb) == 20
+
+
+class _TinyAttention(nn.Module):
+    """A conv stem feeding self-attention, as in a small vision transformer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.stem(x).flatten(2).transpose(1, 2)
+        return self.head(self.attn(t, t, t, need_weights=False)[0].mean(1))
+
+
+def test_attention_is_refused_with_the_layer_named_not_a_traceback():
+    from autocompress.pruning import PruneError, Pruner
+
+    with pytest.raises(PruneError, match=r"layer 'attn' \(MultiheadAttention\) is not supported.*attention"):
+        Pruner(_TinyAttention().eval(), torch.randn(1, 3, 8, 8))

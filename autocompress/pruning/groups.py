@@ -208,6 +208,23 @@ def analyze_model(model: nn.Module, example_inputs: torch.Tensor) -> GroupAnalys
     return _assemble(model, calls, out_t, dg)
 
 
+def _fixed_macs(m: nn.Module, c: _Call) -> int:
+    """MACs of a layer that pruning does not resize, from Torch-Pruning's counter for its type."""
+    m.__flops__ = 0
+    try:
+        MODULES_MAPPING[type(m)](m, (torch.zeros(c.in_shape),), torch.zeros(c.out_shape))
+    except Exception as exc:  # the counter expects another call signature (e.g. attention's q, k, v)
+        hint = " (attention layers are not supported yet)" if isinstance(m, nn.MultiheadAttention) else ""
+        raise PruneError(
+            f"layer {c.name!r} ({type(m).__name__}) is not supported: its cost cannot be counted{hint} "
+            f"[{type(exc).__name__}: {exc}]; autocompress prunes CNNs and MLPs today."
+        ) from None
+    finally:
+        fixed = int(getattr(m, "__flops__", 0))
+        m.__dict__.pop("__flops__", None)
+    return fixed
+
+
 def _assemble(model: nn.Module, calls: list[_Call], out_t: torch.Tensor, dg: tp.DependencyGraph) -> GroupAnalysis:
     modules = dict(model.named_modules())
     name_of = {m: n for n, m in modules.items()}
@@ -417,10 +434,7 @@ def _layer_specs(
                 kind, group = "other", None
             fixed = 0
             if kind == "other":
-                m.__flops__ = 0
-                MODULES_MAPPING[type(m)](m, (torch.zeros(c.in_shape),), torch.zeros(c.out_shape))
-                fixed = int(m.__flops__)
-                del m.__flops__
+                fixed = _fixed_macs(m, c)
             if kind == "pool" and len(c.in_shape) < 3:
                 group = None
             specs.append(
