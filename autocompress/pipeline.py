@@ -16,11 +16,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from autocompress.atomic import atomic_torch_save, atomic_write_text
+from autocompress.atomic import atomic_write_text
 from autocompress.config import AutocompressError, ExperimentConfig, validate
-from autocompress.data import DataBundle, load_data, make_loader
+from autocompress.data import DataBundle, make_loader
 from autocompress.envs import NetCompressEnv
-from autocompress.envs.factory import build_env_data, build_model, load_or_build_lut
+from autocompress.envs.factory import build_env_and_data
 from autocompress.export import export_onnx, export_torchscript, save_pruned
 from autocompress.measure.accuracy import evaluate
 from autocompress.measure.flops import count_macs_params
@@ -52,28 +52,8 @@ def with_overrides(cfg: ExperimentConfig, out_dir: str | None, episodes: int | N
 
 
 def build(cfg: ExperimentConfig, progress: bool = True) -> tuple[NetCompressEnv, DataBundle]:
-    """Data, model and environment for one experiment (each built once)."""
-    bundle = load_data(cfg.data)
-    torch.manual_seed(cfg.search.seed)  # the same config always starts from the same network
-    model = build_model(cfg, bundle)
-    if cfg.pretrain is not None and cfg.model.weights is None:
-        model = pretrained_baseline(cfg, model, bundle, progress)
-    data = build_env_data(cfg, bundle)
-    lut = load_or_build_lut(cfg, model, data.val_images[:1])
-    env = NetCompressEnv(model, data, cfg.env, model_name=cfg.model.name, lut=lut)
-    return env, bundle
-
-
-def pretrained_baseline(cfg: ExperimentConfig, model: nn.Module, bundle: DataBundle, progress: bool) -> nn.Module:
-    """Train the unpruned network once (config `pretrain`), keeping it in the run folder for resumes."""
-    path = Path(cfg.search.out_dir) / "baseline.pt"
-    if path.is_file():
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        return model.eval()
-    _say(progress, f"training the baseline {cfg.model.name} on {cfg.data.name} for {cfg.pretrain.epochs} epoch(s)")
-    train(model, bundle, cfg.pretrain, progress=progress)
-    atomic_torch_save(path, model.state_dict())
-    return model.eval()
+    """Data, model (pretrained if the config says so) and environment for one experiment (each built once)."""
+    return build_env_and_data(cfg, progress)
 
 
 def run_experiment(cfg: ExperimentConfig, resume: bool = False, progress: bool = True, finalize_run: bool = True) -> dict[str, Any]:

@@ -216,6 +216,20 @@ def test_gymnasium_make_from_a_config_file(tmp_path):
     assert env.observation_space.contains(obs)
 
 
+def test_gymnasium_make_honours_pretrain(tmp_path, capsys):
+    """The README's gym.make example must not hand the agent an untrained network."""
+    cfg = {"model": {"name": "tiny_cnn"}, "data": {"name": "digits", "val_size": 100, "batch_size": 32},
+           "pretrain": {"epochs": 5, "lr": 0.05}, "env": {"val_images": 100, "budget": 0.6},
+           "search": {"out_dir": str(tmp_path / "run")}}
+    env = gym.make(ENV_ID, config=cfg)
+    assert env.unwrapped.baseline_top1 > 60  # 10 classes: an untrained network scores about 10
+    assert (tmp_path / "run" / "baseline.pt").is_file()
+    assert "training the baseline tiny_cnn" in capsys.readouterr().err
+    again = gym.make(ENV_ID, config=cfg)  # the trained baseline is reused, not trained again
+    assert again.unwrapped.baseline_top1 == env.unwrapped.baseline_top1
+    assert "training the baseline" not in capsys.readouterr().err
+
+
 def test_stable_baselines3_td3_runs_on_the_env():
     sb3 = pytest.importorskip("stable_baselines3")
     env = tiny_env()

@@ -7,6 +7,7 @@ This is the one place in `envs` that reaches for the model zoo and the datasets,
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -91,14 +92,45 @@ def calibration_point(pruner: Any, ratio: float = CALIBRATION_RATIO) -> tuple[di
     return pruner.kept_channels(ratios), pruner.prune(ratios)
 
 
-def build_env(config: ExperimentConfig | str | os.PathLike[str] | dict[str, Any]) -> Any:
-    """Entry point of `autocompress/NetCompress-v0`: everything from one experiment config."""
+def pretrained_model(cfg: ExperimentConfig, model: torch.nn.Module, bundle: Any, progress: bool) -> torch.nn.Module:
+    """Train the unpruned network once (config `pretrain`), kept as <out_dir>/baseline.pt for resumes and reruns.
+
+    Without it a config without `model.weights` would search over a randomly initialised network.
+    """
+    from autocompress.atomic import atomic_torch_save
+    from autocompress.train import train
+
+    path = Path(cfg.search.out_dir) / "baseline.pt"
+    if path.is_file():
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return model.eval()
+    if progress:
+        print(f"training the baseline {cfg.model.name} on {cfg.data.name} for {cfg.pretrain.epochs} epoch(s) "
+              f"(config pretrain:; kept in {path})", file=sys.stderr)
+    train(model, bundle, cfg.pretrain, progress=progress)
+    atomic_torch_save(path, model.state_dict())
+    return model.eval()
+
+
+def build_env_and_data(cfg: ExperimentConfig, progress: bool = True) -> tuple[Any, Any]:
+    """(NetCompressEnv, DataBundle) of one experiment: data, model (pretrained as configured), LUT, env."""
     from autocompress.data import load_data
     from autocompress.envs.net_compress import NetCompressEnv
 
-    cfg = resolve_config(config)
     bundle = load_data(cfg.data)
+    torch.manual_seed(cfg.search.seed)  # the same config always starts from the same network
     model = build_model(cfg, bundle)
+    if cfg.pretrain is not None and cfg.model.weights is None:
+        model = pretrained_model(cfg, model, bundle, progress)
+    elif cfg.model.weights is None and progress:
+        print(f"warning: {cfg.model.name} has no model.weights and no pretrain: section; the search runs on a "
+              "randomly initialised network", file=sys.stderr)
     data = build_env_data(cfg, bundle)
     lut = load_or_build_lut(cfg, model, data.val_images[:1])
-    return NetCompressEnv(model, data, cfg.env, model_name=cfg.model.name, lut=lut)
+    return NetCompressEnv(model, data, cfg.env, model_name=cfg.model.name, lut=lut), bundle
+
+
+def build_env(config: ExperimentConfig | str | os.PathLike[str] | Mapping[str, Any]) -> Any:
+    """Entry point of `autocompress/NetCompress-v0`: everything from one experiment config, the baseline
+    trained first when the config has `pretrain:` and no weights (as `autocompress search` does)."""
+    return build_env_and_data(resolve_config(config))[0]
