@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from autocompress.atomic import atomic_write_text
-from autocompress.config import AutocompressError, ExperimentConfig, validate
+from autocompress.config import AutocompressError, ExperimentConfig, dump_config, validate
 from autocompress.data import DataBundle, make_loader
 from autocompress.envs import NetCompressEnv
 from autocompress.envs.factory import build_env_and_data
@@ -28,11 +28,12 @@ from autocompress.measure.latency import LatencyMeter
 from autocompress.pruning import Schedule
 from autocompress.search import (
     BEST_SCHEDULE,
+    CHECKPOINT,
     ONE_EPISODE,
     Search,
     SearchResult,
     best_schedule,
-    check_run_folder,
+    lock_run_folder,
 )
 from autocompress.tournament import run_tournament
 from autocompress.train import train
@@ -60,10 +61,18 @@ def run_experiment(cfg: ExperimentConfig, resume: bool = False, progress: bool =
     """Search, then (unless told not to) apply, fine-tune, test and save. Returns the summary."""
     if cfg.search.torch_threads is not None:
         torch.set_num_threads(cfg.search.torch_threads)
-    check_run_folder(Path(cfg.search.out_dir))  # before pretraining writes baseline.pt into it
-    env, bundle = build(cfg, progress)
+    run_dir = Path(cfg.search.out_dir)
+    lock = lock_run_folder(run_dir)  # also checks the folder, before pretraining writes baseline.pt into it
+    try:
+        if not resume and not (run_dir / CHECKPOINT).exists():  # a run killed while pretraining can be resumed
+            atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
+        env, bundle = build(cfg, progress)
+    except BaseException:
+        lock.release()
+        raise
     _say(progress, f"{cfg.model.name}: {len(env.groups)} prunable groups, baseline val top-1 {env.baseline_top1:.2f}%")
-    with Search(cfg, env, Path(cfg.search.out_dir), resume=resume) as search:  # the folder stays ours to the end
+    _say(progress, plan(cfg, bundle, finalize_run))
+    with Search(cfg, env, run_dir, resume=resume, lock=lock) as search:  # the folder stays ours to the end
         result = search.run(progress=progress)
         if cfg.tournament is not None and cfg.search.agent not in ONE_EPISODE:
             result = choose_by_tournament(cfg, env, bundle, result, progress)
@@ -73,6 +82,22 @@ def run_experiment(cfg: ExperimentConfig, resume: bool = False, progress: bool =
             summary.update(finalize(cfg, env, bundle, result, progress=progress))
         atomic_write_text(result.run_dir / "summary.json", json.dumps(summary, indent=2, default=float))
     return summary
+
+
+def plan(cfg: ExperimentConfig, bundle: DataBundle, finalize_run: bool) -> str:
+    """What the run will do, in units whose cost the user can judge before it starts (fine-tuning dominates
+    short searches: 10 epochs of a ResNet take far longer than 5 episodes)."""
+    steps = [f"search {cfg.search.episodes} episodes ({cfg.env.val_images} val images each)"]
+    if cfg.tournament is not None and cfg.search.agent not in ONE_EPISODE:
+        t = cfg.tournament
+        steps.append(f"tournament of {t.finalists} policies ({t.ft_batches}+ fine-tune batches each)")
+    if finalize_run and cfg.finetune is not None and cfg.finetune.epochs > 0:
+        per_epoch = -(-len(bundle.train) // cfg.data.batch_size)
+        if cfg.finetune.max_batches:
+            per_epoch = min(per_epoch, cfg.finetune.max_batches)
+        steps.append(f"fine-tune {cfg.finetune.epochs} epochs x {per_epoch} batches, then test "
+                     "(--no-finalize stops after the search)")
+    return "plan: " + "; ".join(steps)
 
 
 def choose_by_tournament(cfg: ExperimentConfig, env: NetCompressEnv, bundle: DataBundle, result: SearchResult,
@@ -97,7 +122,8 @@ def finalize(cfg: ExperimentConfig, env: NetCompressEnv, bundle: DataBundle, res
     test_loader = make_loader(bundle.test, batch_size=cfg.data.batch_size)
     before_ft = evaluate(pruned, test_loader).top1
     if cfg.finetune is not None and cfg.finetune.epochs > 0:
-        _say(progress, f"fine-tuning the pruned network for {cfg.finetune.epochs} epoch(s)")
+        _say(progress, f"fine-tuning the pruned network for {cfg.finetune.epochs} epoch(s) "
+                       f"({'distilled from the unpruned network' if cfg.finetune.distill else 'labels only'})")
         teacher = env.model if cfg.finetune.distill else None
         train(pruned, bundle, cfg.finetune, teacher=teacher, out_dir=run_dir / "finetune", progress=progress)
     pruned.eval()

@@ -186,7 +186,8 @@ def best_schedule(env: NetCompressEnv, cfg: ExperimentConfig, record: dict[str, 
 class Search:
     """One search run over a run folder (new or resumed)."""
 
-    def __init__(self, cfg: ExperimentConfig, env: NetCompressEnv, run_dir: Path, resume: bool = False):
+    def __init__(self, cfg: ExperimentConfig, env: NetCompressEnv, run_dir: Path, resume: bool = False,
+                 lock: RunFolderLock | None = None):
         self.cfg = cfg
         self.env = env
         self.run_dir = Path(run_dir)
@@ -196,7 +197,7 @@ class Search:
         self.confirmed_at: int | None = None  # episode count when the leaders were last re-timed
         if cfg.search.agent in ONE_EPISODE:
             self.cfg = replace(cfg, search=replace(cfg.search, episodes=1))
-        self.lock = _lock_run_folder(self.run_dir)
+        self.lock = lock if lock is not None and lock.held else lock_run_folder(self.run_dir)
         try:
             self._prepare_run_dir(resume)
         except BaseException:
@@ -219,7 +220,10 @@ class Search:
     # ----------------------------------------------------------------- run folder
     def _prepare_run_dir(self, resume: bool) -> None:
         ckpt = self.run_dir / CHECKPOINT
-        if resume:
+        if resume and not ckpt.is_file() and (self.run_dir / "config.yaml").is_file():
+            print(f"{self.run_dir} has no {CHECKPOINT} yet (stopped before the first one): starting at episode 0",
+                  file=sys.stderr)
+        elif resume:
             if not ckpt.is_file():
                 raise SearchError(f"--resume: no {CHECKPOINT} in {self.run_dir}; start a new search without --resume.")
             self._load_checkpoint(ckpt)
@@ -428,7 +432,8 @@ def check_run_folder(run_dir: Path) -> None:
                               "give --out a new or empty folder.")
 
 
-def _lock_run_folder(run_dir: Path) -> RunFolderLock:
+def lock_run_folder(run_dir: Path) -> RunFolderLock:
+    """The run folder's writer lock, or a SearchError naming who holds it."""
     check_run_folder(run_dir)
     try:
         return RunFolderLock(run_dir).acquire()

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -198,3 +199,31 @@ def test_a_run_folder_has_one_writer_and_foreign_folders_are_refused(tmp_path):
     with pytest.raises(SearchError, match="is a file"):
         run_experiment(small_config(tmp_path / "notes" / "thesis.tex"), progress=False, finalize_run=False)
     assert (tmp_path / "notes" / "thesis.tex").read_text() == "mine"
+
+
+def test_a_search_killed_while_pretraining_can_be_resumed(tmp_path):
+    """config.yaml is the first file written, so --resume works even before the first checkpoint."""
+    import signal
+    import time
+
+    from autocompress.config import dump_config
+
+    cfg = small_config(tmp_path / "run", episodes=3)
+    cfg = replace(cfg, pretrain=replace(cfg.pretrain, epochs=200))  # long enough to be killed in it
+    (tmp_path / "exp.yaml").write_text(dump_config(cfg))
+    proc = subprocess.Popen([sys.executable, "-m", "autocompress", "search", str(tmp_path / "exp.yaml"),
+                             "--no-finalize", "--quiet"], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "run" / "config.yaml").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (tmp_path / "run" / "config.yaml").exists() and not (tmp_path / "run" / CHECKPOINT).exists()
+    text = (tmp_path / "run" / "config.yaml").read_text().replace("epochs: 200", "epochs: 2")
+    (tmp_path / "run" / "config.yaml").write_text(text)  # a shorter pretrain for the test's sake
+    done = subprocess.run([sys.executable, "-m", "autocompress", "search", "--resume", str(tmp_path / "run"),
+                           "--no-finalize", "--quiet"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "starting at episode 0" in done.stderr
+    assert [h["episode"] for h in history(tmp_path / "run")] == [0, 1, 2]
