@@ -227,3 +227,41 @@ def test_a_search_killed_while_pretraining_can_be_resumed(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "starting at episode 0" in done.stderr
     assert [h["episode"] for h in history(tmp_path / "run")] == [0, 1, 2]
+
+
+def test_sigkill_at_random_episodes_then_resume_equals_an_uninterrupted_run(tmp_path):
+    """Real kills (SIGKILL of the CLI process) at random points: no episode lost or repeated, same result."""
+    import random
+    import signal
+    import time
+
+    from autocompress.config import dump_config
+
+    straight = small_config(tmp_path / "straight", "dqn", episodes=30)
+    run_experiment(straight, progress=False, finalize_run=False)
+    killed = small_config(tmp_path / "killed", "dqn", episodes=30)
+    killed = replace(killed, search=replace(killed.search, checkpoint_every=3))
+    (tmp_path / "exp.yaml").write_text(dump_config(killed))
+    first = ["search", str(tmp_path / "exp.yaml")]
+    again = ["search", "--resume", str(tmp_path / "killed")]
+    rng = random.Random(7)
+    targets = sorted(rng.sample(range(2, 29), 3))
+    for i, target in enumerate(targets):
+        proc = subprocess.Popen([sys.executable, "-m", "autocompress", *(again if i else first), "--no-finalize",
+                                 "--quiet"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            lines = (tmp_path / "killed" / "history.jsonl")
+            if lines.exists() and len(lines.read_text().splitlines()) >= target:
+                break
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    done = subprocess.run([sys.executable, "-m", "autocompress", *again, "--no-finalize", "--quiet"], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    a, b = history(tmp_path / "straight"), history(tmp_path / "killed")
+    assert [h["episode"] for h in b] == list(range(30)), f"episodes lost or repeated (kills at {targets})"
+    assert [h["reward"] for h in a] == [h["reward"] for h in b]
+    assert Schedule.load(tmp_path / "straight" / BEST_SCHEDULE).to_json() == Schedule.load(
+        tmp_path / "killed" / BEST_SCHEDULE).to_json()
