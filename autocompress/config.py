@@ -686,7 +686,10 @@ def _read_yaml(path: Path) -> Any:
         raise ConfigError(
             f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); save it as UTF-8."
         ) from None
-    loader = _ConfigLoader(text, str(path))
+    try:
+        loader = _ConfigLoader(text, str(path))  # the reader refuses control characters already here
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())}).") from None
     try:
         return loader.get_single_data()
     except yaml.YAMLError as exc:

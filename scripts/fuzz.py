@@ -106,6 +106,7 @@ def build_fixture(tmp: Path) -> Fixture:
                 env.input_shape)
     payload = torch.load(tmp / "pruned.pt", weights_only=True)
     (tmp / "schedule.json").write_text(schedule.to_json())
+    (tmp / "empty").mkdir()
     return Fixture(cfg, env, bundle.num_classes, tmp, json.loads(schedule.to_json()), payload, (tmp / "run" / "checkpoint.pt").read_bytes())
 
 
@@ -397,7 +398,7 @@ def cli_case(rng: random.Random, fx: Fixture) -> Case:
          rng.choice([str(fx.tmp / "missing.json"), str(fx.tmp)]), "--out", str(fx.tmp / "cases" / "p2.pt")],
         ["export-schedule", str(fx.tmp / rng.choice(["missing", "cases"])), "--out", out],
         ["search", str(fx.tmp / "missing.yaml"), "--out", str(fx.tmp / "cases" / "run")],
-        ["search", "--resume", str(fx.tmp / rng.choice(["missing", "cases"]))],
+        ["search", "--resume", str(fx.tmp / rng.choice(["missing", "pruned.pt", "empty"]))],
         ["search", "experiments/quickstart.yaml", "--episodes", rng.choice(["0", "-5", "x"]), "--out",
          str(fx.tmp / "cases" / "run-e")],
         ["train", "--model", "tiny_cnn", "--data", rng.choice(["digits", "bogus"]), "--epochs",

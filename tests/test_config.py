@@ -223,3 +223,9 @@ def test_gymnasium_make_rejects_a_config_of_the_wrong_type(config):
 
     with pytest.raises(ConfigError, match="config=: expected an ExperimentConfig, a YAML path .* or a mapping"):
         gym.make(ENV_ID, config=config)
+
+
+def test_control_characters_in_yaml_are_a_config_error(tmp_path):
+    (tmp_path / "c.yaml").write_bytes(b"search:\n  seed: 1\x1a\n")
+    with pytest.raises(ConfigError, match="not valid YAML .*special characters"):
+        load_config(tmp_path / "c.yaml")
