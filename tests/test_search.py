@@ -137,7 +137,9 @@ def test_tensorboard_records_the_named_curves_and_figures(tmp_path):
     assert len(acc.Scalars("episode/reward")) == 6
     assert "best/policy" in acc.Tags()["images"]
     assert "config/text_summary" in acc.Tags()["tensors"]
-    assert (tmp_path / "tb" / "tb" / "hparams").is_dir()
+    assert "_hparams_/session_start_info" in acc.PluginTagToContent("hparams")  # in the run itself
+    assert "hparam/reward" in scalars
+    assert not [p for p in (tmp_path / "tb" / "tb").iterdir() if p.is_dir()], "hparams written as a separate run"
 
 
 def test_measured_latency_search_retimes_its_leaders_before_choosing(tmp_path):
