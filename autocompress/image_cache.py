@@ -62,11 +62,12 @@ def _fingerprint(split_dir: Path, paths: list[Path]) -> str:
 def _decode(paths: list[Path], desc: str) -> np.ndarray:
     """All images as one (N, C, H, W) uint8 array; they must share one size."""
     from PIL import Image, UnidentifiedImageError
-    from tqdm import tqdm
+
+    from autocompress.progress import progress
 
     first = None
     out: np.ndarray | None = None
-    for i, p in enumerate(tqdm(paths, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True)):
+    for i, p in enumerate(progress(paths, desc=desc, leave=False, dynamic_ncols=True)):
         try:
             with Image.open(p) as im:
                 arr = np.asarray(im.convert("RGB"))

@@ -22,7 +22,6 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from autocompress import allocate, checkpoint
 from autocompress.agents import DDPGAgent, DQNAgent, RandomAgent, ScheduleAgent, UniformAgent
@@ -32,6 +31,7 @@ from autocompress.envs import DiscreteActions, NetCompressEnv
 from autocompress.envs.rewards import Outcome
 from autocompress.measure.latency import LatencyMeter
 from autocompress.paths import ensure_writable
+from autocompress.progress import progress as progress_bar
 from autocompress.pruning import Schedule
 from autocompress.pruning.uniform import bisect_uniform_ratio_on_speedup
 from autocompress.runlock import LOCK_NAME, RunFolderBusy, RunFolderLock
@@ -349,8 +349,8 @@ class Search:
         log = RunLogger(self.run_dir, start_episode=self.episode)
         if self.episode == 0:
             log.config(dump_config(self.cfg))
-        bar = tqdm(total=total, initial=self.episode, desc=f"search[{self.cfg.search.agent}]",
-                   file=sys.stderr, disable=not progress, dynamic_ncols=True)
+        bar = progress_bar(total=total, initial=self.episode, desc=f"search[{self.cfg.search.agent}]",
+                           disable=not progress, dynamic_ncols=True)
         try:
             while self.episode < end:
                 record = self._play_episode()
@@ -365,8 +365,8 @@ class Search:
                     log.best_policy(self.episode, names, [self.best["schedule"][n] for n in names],
                                     f"best policy, episode {self.episode}: top-1 {self.best['top1']:.2f}%")
                 self.episode += 1
-                bar.update(1)
                 bar.set_postfix(_postfix(self.best), refresh=False)
+                bar.update(1)  # after the postfix, so a line printed by this update shows this episode's best
                 if self.episode % self.cfg.search.checkpoint_every == 0 or self.episode == total:
                     self._save_checkpoint()
             if self.episode == total and self.best and self.confirmed_at != self.episode:

@@ -18,11 +18,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from autocompress.config import AutocompressError, TrainConfig
 from autocompress.data import DataBundle, make_loader
 from autocompress.measure.accuracy import evaluate, resolve_device
+from autocompress.progress import progress as progress_bar
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -177,8 +177,8 @@ def _epoch(
     """One pass over `loader` (at most `steps` batches); the epoch's record so far."""
     model.train()
     loss_sum, correct, seen = 0.0, 0, 0
-    bar = tqdm(total=steps, desc=f"epoch {epoch}/{cfg.epochs}", file=sys.stderr, disable=not progress,
-               leave=False, dynamic_ncols=True)
+    bar = progress_bar(total=steps, desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress, leave=False,
+                       dynamic_ncols=True)
     for i, (x, y) in enumerate(loader):
         if i >= steps:
             break
@@ -205,8 +205,8 @@ def _epoch(
         loss_sum += loss.item() * y.shape[0]
         correct += int((logits.argmax(1) == y).sum())
         seen += int(y.shape[0])
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", top1=f"{100.0 * correct / seen:.1f}")
+        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", top1=f"{100.0 * correct / seen:.1f}", refresh=False)
+        bar.update(1)  # after the postfix, so a line printed by this update shows this step's figures
     bar.close()
     return {
         "epoch": epoch,

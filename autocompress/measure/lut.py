@@ -35,6 +35,7 @@ from torch import nn
 from autocompress.atomic import atomic_write_text
 from autocompress.config import AutocompressError, LatencyConfig, to_dict
 from autocompress.measure.latency import LatencyMeter, check_input_shape, time_round_robin, torch_threads
+from autocompress.progress import progress as progress_bar
 
 LUT_FORMAT = "autocompress.latency_lut"
 LUT_VERSION = 1
@@ -332,14 +333,12 @@ class LatencyLUT:
     @staticmethod
     def _time_entries(entries: list[dict[str, Any]], cfg: LatencyConfig, progress: bool) -> None:
         """Fill each entry's `ms` table; layers with the same shape and grid share one timing."""
-        from tqdm.auto import tqdm
-
         unique: dict[str, list[list[float]]] = {}
         todo = {}
         for e in entries:
             todo.setdefault(_shape_key(e), e)
         points = sum(len(e["in_choices"]) * len(e["out_choices"]) for e in todo.values())
-        bar = tqdm(total=points, desc="latency LUT", unit="pt", disable=not progress, leave=False)
+        bar = progress_bar(total=points, desc="latency LUT", unit="pt", disable=not progress, leave=False)
         with torch_threads(cfg.threads):
             for key, e in todo.items():
                 table = []
