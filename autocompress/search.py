@@ -191,7 +191,6 @@ class Search:
         self.cfg = cfg
         self.env = env
         self.run_dir = Path(run_dir)
-        self.agent, self.act_env = make_agent(cfg, env)
         self.episode = 0
         self.best: dict[str, Any] | None = None
         self.confirmed_at: int | None = None  # episode count when the leaders were last re-timed
@@ -199,7 +198,12 @@ class Search:
             self.cfg = replace(cfg, search=replace(cfg.search, episodes=1))
         self.lock = lock if lock is not None and lock.held else lock_run_folder(self.run_dir)
         try:
-            self._prepare_run_dir(resume)
+            agent_state = self._prepare_run_dir(resume)
+            # After the checkpoint's evaluation cache is back: an agent that evaluates while it is made
+            # (sensitivity probes) then reads its probes from the cache instead of running them again.
+            self.agent, self.act_env = make_agent(cfg, env)
+            if agent_state is not None:
+                self._load_agent(agent_state)
         except BaseException:
             self.lock.release()
             raise
@@ -218,15 +222,17 @@ class Search:
         self.close()
 
     # ----------------------------------------------------------------- run folder
-    def _prepare_run_dir(self, resume: bool) -> None:
+    def _prepare_run_dir(self, resume: bool) -> Any:
+        """Check (or resume) the run folder; the checkpoint's agent state, if there is one."""
         ckpt = self.run_dir / CHECKPOINT
+        agent_state = None
         if resume and not ckpt.is_file() and (self.run_dir / "config.yaml").is_file():
             print(f"{self.run_dir} has no {CHECKPOINT} yet (stopped before the first one): starting at episode 0",
                   file=sys.stderr)
         elif resume:
             if not ckpt.is_file():
                 raise SearchError(f"--resume: no {CHECKPOINT} in {self.run_dir}; start a new search without --resume.")
-            self._load_checkpoint(ckpt)
+            agent_state = self._load_checkpoint(ckpt)
         elif ckpt.exists():
             raise SearchError(
                 f"{self.run_dir} already holds a search; pass --resume to continue it or --out a new folder."
@@ -235,8 +241,17 @@ class Search:
             check_run_folder(self.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.run_dir / "config.yaml", dump_config(self.cfg))
+        return agent_state
 
-    def _load_checkpoint(self, path: Path) -> None:
+    def _load_agent(self, state: Any) -> None:
+        try:
+            self.agent.load_state_dict(state)
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise SearchError(f"{self.run_dir / CHECKPOINT} does not fit this search's agent "
+                              f"({type(exc).__name__}: {exc}); start a new run.") from None
+
+    def _load_checkpoint(self, path: Path) -> Any:
+        """Restore episode, best and evaluation cache; the agent's state is returned for `_load_agent`."""
         try:
             version, tensors, meta = checkpoint.load(path, legacy_classes=[Outcome])
         except checkpoint.CheckpointError as exc:
@@ -251,7 +266,7 @@ class Search:
                 f"(only {', '.join('search.' + k for k in _RESUMABLE_CHANGES)} may change) or use a new --out."
             )
         try:
-            self.agent.load_state_dict(tensors["agent"])
+            agent_state = tensors["agent"]
             cache = {tuple(key): (Outcome(**outcome), info) for key, outcome, info in meta["env_cache"]}
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise SearchError(f"{path} does not fit this search ({type(exc).__name__}: {exc}); "
@@ -263,6 +278,7 @@ class Search:
         if hasattr(self.env, "lut_feedback"):
             self.env.lut_feedback[:] = meta.get("env_lut_feedback", [])
         print(f"resumed {self.run_dir} after episode {self.episode} of {self.cfg.search.episodes}", file=sys.stderr)
+        return agent_state
 
     def _save_checkpoint(self) -> None:
         meta = {

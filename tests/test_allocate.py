@@ -96,3 +96,17 @@ def test_config_and_registry_name_the_same_methods() -> None:
     from autocompress.config import SEARCH_METHODS
 
     assert tuple(AGENTS) == SEARCH_METHODS
+
+
+def test_resuming_a_sensitivity_search_reads_its_probes_from_the_checkpoint(tmp_path) -> None:
+    cfg = small_config(tmp_path / "run", "sensitivity", episodes=30)
+    env, _ = build(cfg, progress=False)
+    Search(cfg, env, tmp_path / "run").run(progress=False)
+    fresh, _ = build(cfg, progress=False)  # a new process would start with an empty cache
+    pruned = []
+    compress = fresh.compress
+    fresh.compress = lambda ratios, timing=None: pruned.append(ratios) or compress(ratios, timing)
+    first_actions = Search(cfg, env, tmp_path / "other").agent.actions
+    resumed = Search(cfg, fresh, tmp_path / "run", resume=True)
+    assert pruned == [], f"{len(pruned)} probes were run again on resume"
+    assert [float(a[0]) for a in resumed.agent.actions] == [float(a[0]) for a in first_actions]
