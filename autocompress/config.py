@@ -274,6 +274,19 @@ class TournamentConfig:
 
 
 @dataclass(frozen=True)
+class QuantConfig:
+    """Post-training static INT8 for ONNX Runtime (QDQ format: unsigned 8-bit activations, signed 8-bit
+    weights, the combination x86 VNNI/AMX kernels run)."""
+
+    calib_images: int = 128
+    """Training images whose activation ranges set the quantization scales."""
+    per_channel: bool = True
+    """One weight scale per output channel (per tensor loses more accuracy on pruned, uneven layers)."""
+    calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
+    """How activation ranges are chosen from the calibration images."""
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     """One experiment: everything `autocompress search` needs, resolved."""
 
@@ -570,6 +583,10 @@ def _validate_tournament(obj: TournamentConfig, where: str) -> None:
     _check_seed(obj.seed, f"{where}.seed")
 
 
+def _validate_quant(obj: QuantConfig, where: str) -> None:
+    _check(1 <= obj.calib_images <= 100_000, f"{where}.calib_images", "must be in [1, 100000].")
+
+
 def _validate_train(obj: TrainConfig, where: str) -> None:
     _check(obj.epochs >= 0, f"{where}.epochs", "must be >= 0.")
     _check(obj.lr > 0, f"{where}.lr", "must be > 0.")
@@ -594,6 +611,7 @@ _VALIDATORS: dict[type, Callable[[Any, str], None]] = {
     DQNConfig: _validate_dqn,
     TournamentConfig: _validate_tournament,
     TrainConfig: _validate_train,
+    QuantConfig: _validate_quant,
 }
 
 

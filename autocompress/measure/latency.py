@@ -239,6 +239,9 @@ class LatencyMeter:
 
     def _build_runner(self, model: nn.Module) -> tuple[Runner, nn.Module | None]:
         x = self.example
+        if isinstance(getattr(model, "onnx_bytes", None), bytes) and self.cfg.runtime != "onnxruntime":
+            raise LatencyError(f"{type(model).__name__} is an ONNX Runtime model; time it with runtime "
+                               "'onnxruntime' (against a torch model timed the same way).")
         if self.cfg.runtime == "torch":
             return (lambda: model(x)), model
         if self.cfg.runtime == "compile":
@@ -253,7 +256,10 @@ class LatencyMeter:
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         providers = ["CUDAExecutionProvider"] if self.device.type == "cuda" else ["CPUExecutionProvider"]
-        session = ort.InferenceSession(export_onnx_bytes(model, self.example), opts, providers=providers)
+        blob = getattr(model, "onnx_bytes", None)  # already an ONNX model (e.g. INT8): timed as it is
+        if not isinstance(blob, bytes):
+            blob = export_onnx_bytes(model, self.example)
+        session = ort.InferenceSession(blob, opts, providers=providers)
         feed = {session.get_inputs()[0].name: self.example.detach().cpu().numpy()}
         return lambda: session.run(None, feed)
 

@@ -1,0 +1,172 @@
+"""Post-training static INT8 in ONNX Runtime, with a per-layer choice of which layers stay FP32.
+
+On the CPUs users deploy to, INT8 kernels (AVX512-VNNI, AMX) buy more measured speed than channel pruning:
+quantization runs where the network will run, so the quantized model is an ONNX Runtime model, made by
+`onnxruntime.quantization.quantize_static` (QDQ format, per-channel weights, ranges calibrated on training
+images) from the same TorchScript-exported ONNX graph the latency meter times. `OrtModule` wraps the result
+so that the project's evaluation and `LatencyMeter(runtime="onnxruntime")` take it like any network.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from autocompress.config import AutocompressError, QuantConfig, validate
+from autocompress.measure.latency import ONNX_HINT, export_onnx_bytes
+
+QUANTIZABLE_OPS = ("Conv", "Gemm", "MatMul")
+"""The ops whose precision is a per-layer choice; the rest follow their inputs."""
+INT8_CPU_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "avx512_bf16", "amx_bf16", "avx2")
+"""CPU flags that decide how fast INT8 (and bf16) kernels run: recorded beside every INT8 timing."""
+
+
+class QuantizationError(AutocompressError):
+    """Quantization cannot be done as asked; the message says why and what to do."""
+
+
+class OrtModule(nn.Module):
+    """An ONNX Runtime model (e.g. INT8) behind the nn.Module call interface, on the CPU.
+
+    `forward` runs the session on a float32 batch; `onnx_bytes` is what `LatencyMeter` times directly.
+    The session uses torch's current thread count, so evaluation and timing follow the caller's settings.
+    """
+
+    def __init__(self, onnx_bytes: bytes, precision: dict[str, str] | None = None) -> None:
+        super().__init__()
+        self.onnx_bytes = onnx_bytes
+        self.precision = dict(precision or {})
+        """Layer name -> "int8" or "fp32", for the layers whose precision was chosen."""
+        self._sessions: dict[int, Any] = {}
+
+    def session(self, threads: int) -> Any:
+        if threads not in self._sessions:
+            ort = _onnxruntime()
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+            self._sessions[threads] = ort.InferenceSession(self.onnx_bytes, opts, providers=["CPUExecutionProvider"])
+        return self._sessions[threads]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        session = self.session(torch.get_num_threads())
+        name = session.get_inputs()[0].name
+        out = session.run(None, {name: x.detach().cpu().float().numpy()})[0]
+        return torch.from_numpy(out)
+
+    @property
+    def nbytes(self) -> int:
+        """Size of the serialized model (what a user ships)."""
+        return len(self.onnx_bytes)
+
+
+def module_of_node(node_name: str) -> str:
+    """The torch module an exported ONNX node came from: '/layer1/layer1.0/conv1/Conv' -> 'layer1.0.conv1'.
+
+    The TorchScript exporter names each scope by the child's attribute ('conv1'), except that a numbered
+    child of a Sequential is written after its parent's scope name ('layer1' -> 'layer1.0',
+    'conv.0' -> 'conv.0.0'); both forms are joined back into the module's dotted name.
+    """
+    parts = [p for p in node_name.split("/") if p][:-1]  # the last part is the op (Conv, Conv_1, ...)
+    name, previous = "", ""
+    for part in parts:
+        if previous and part.startswith(previous + "."):
+            name += part[len(previous):]
+        else:
+            name = f"{name}.{part}" if name else part
+        previous = part
+    return name
+
+
+def layer_nodes(onnx_bytes: bytes) -> dict[str, list[str]]:
+    """Torch layer name -> names of its quantizable ONNX nodes (Conv / Gemm / MatMul)."""
+    import onnx
+
+    out: dict[str, list[str]] = {}
+    for node in onnx.load_from_string(onnx_bytes).graph.node:
+        if node.op_type in QUANTIZABLE_OPS:
+            out.setdefault(module_of_node(node.name), []).append(node.name)
+    return out
+
+
+def quantize_int8(model: nn.Module, calib_images: torch.Tensor, cfg: QuantConfig | None = None,
+                  keep_fp32: Iterable[str] = ()) -> OrtModule:
+    """`model` as a static-INT8 ONNX Runtime model; layers named in `keep_fp32` stay FP32.
+
+    The FP32 graph is exported with a free batch size, calibrated on `calib_images` (N, C, H, W; only the
+    first cfg.calib_images are used) and quantized with QDQ nodes around every other Conv/Gemm/MatMul.
+    """
+    cfg = cfg or QuantConfig()
+    validate(cfg, "quant")
+    q = _quantization_api()
+    with tempfile.TemporaryDirectory(prefix="autocompress-int8-") as tmp:
+        src, pre, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
+        src.write_bytes(export_onnx_bytes(model.eval(), calib_images[:1].cpu(), dynamic_batch=True))
+        q.quant_pre_process(str(src), str(pre))  # shape inference + graph cleanup, as ORT recommends
+        layers = layer_nodes(pre.read_bytes())  # node names after pre-processing
+        keep = _checked_keep(keep_fp32, layers)
+        methods = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
+                   "percentile": q.CalibrationMethod.Percentile}
+        q.quantize_static(
+            str(pre), str(dst), _Calibration(calib_images[: cfg.calib_images]), quant_format=q.QuantFormat.QDQ,
+            per_channel=cfg.per_channel, activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
+            nodes_to_exclude=[n for name in keep for n in layers[name]], calibrate_method=methods[cfg.calibration],
+        )
+        blob = dst.read_bytes()
+    return OrtModule(blob, {name: "fp32" if name in keep else "int8" for name in layers})
+
+
+def _checked_keep(keep_fp32: Iterable[str], layers: dict[str, list[str]]) -> set[str]:
+    keep = set(keep_fp32)
+    unknown = sorted(keep - set(layers))
+    if unknown:
+        raise QuantizationError(f"keep_fp32 names {unknown[:6]} are not quantizable layers of this model; "
+                                f"choose from {sorted(layers)[:12]}{' ...' if len(layers) > 12 else ''}.")
+    return keep
+
+
+class _Calibration:
+    """ONNX Runtime's CalibrationDataReader protocol over a tensor of images, in batches of 32."""
+
+    def __init__(self, images: torch.Tensor, batch: int = 32) -> None:
+        self._batches = iter([images[i : i + batch].cpu().float().numpy() for i in range(0, len(images), batch)])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        x = next(self._batches, None)
+        return None if x is None else {"input": x}
+
+    def rewind(self) -> None:  # part of the protocol; one pass is all quantize_static makes here
+        pass
+
+
+def _onnxruntime() -> Any:
+    try:
+        import onnxruntime
+    except ImportError:
+        raise QuantizationError(f"INT8 needs ONNX Runtime: {ONNX_HINT}") from None
+    return onnxruntime
+
+
+def _quantization_api() -> Any:
+    _onnxruntime()
+    import onnxruntime.quantization as q
+
+    return q
+
+
+def cpu_int8_flags(flags: Sequence[str] | None = None) -> list[str]:
+    """Which of INT8_CPU_FLAGS this CPU has (from /proc/cpuinfo; empty where that does not exist)."""
+    if flags is None:
+        try:
+            text = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return []
+        line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
+        flags = line.split(":", 1)[-1].split()
+    return [f for f in INT8_CPU_FLAGS if f in set(flags)]

@@ -1,0 +1,90 @@
+"""Static INT8 in ONNX Runtime: per-layer FP32 choice, real calibration, timed and scored like any model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+
+from autocompress.config import LatencyConfig, QuantConfig  # noqa: E402
+from autocompress.measure.latency import LatencyError, LatencyMeter, export_onnx_bytes  # noqa: E402
+from autocompress.models import get_model  # noqa: E402
+from autocompress.quantize import (  # noqa: E402
+    QuantizationError,
+    cpu_int8_flags,
+    layer_nodes,
+    module_of_node,
+    quantize_int8,
+)
+
+
+@pytest.fixture(scope="module")
+def resnet():
+    torch.manual_seed(0)
+    model = get_model("cifar10_resnet20").eval()
+    calib = torch.randn(64, 3, 32, 32)
+    return model, calib
+
+
+def test_node_names_map_back_to_torch_layers():
+    assert module_of_node("/layer1/layer1.0/conv1/Conv") == "layer1.0.conv1"
+    assert module_of_node("/conv1/Conv") == "conv1"
+    assert module_of_node("/features/features.1/conv/conv.0/conv.0.0/Conv") == "features.1.conv.0.0"
+    assert module_of_node("/linear/Gemm") == "linear"
+
+
+@pytest.mark.parametrize("name", ["cifar10_resnet20", "tv:mobilenet_v2"])
+def test_every_conv_and_linear_is_a_choosable_layer(name):
+    model = get_model(name).eval()
+    layers = layer_nodes(export_onnx_bytes(model, torch.randn(1, 3, 32, 32)))
+    convs = {n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)}
+    assert set(layers) == convs
+
+
+def _weight_precision(blob: bytes) -> dict[str, str]:
+    """Per Conv/Gemm node: 'int8' when its weight comes through a DequantizeLinear, else 'fp32'."""
+    graph = onnx.load_from_string(blob).graph
+    producer = {o: n for n in graph.node for o in n.output}
+    out = {}
+    for n in graph.node:
+        if n.op_type in ("Conv", "Gemm"):
+            w = producer.get(n.input[1])
+            out[module_of_node(n.name)] = "int8" if w is not None and w.op_type == "DequantizeLinear" else "fp32"
+    return out
+
+
+def test_int8_keeps_the_chosen_layers_fp32_and_agrees_with_fp32(resnet):
+    model, calib = resnet
+    q = quantize_int8(model, calib, QuantConfig(calib_images=64), keep_fp32=["conv1", "linear"])
+    precision = _weight_precision(q.onnx_bytes)
+    assert precision["conv1"] == precision["linear"] == "fp32"
+    assert all(p == "int8" for name, p in precision.items() if name not in ("conv1", "linear"))
+    assert q.precision == precision
+    x = torch.randn(32, 3, 32, 32)
+    with torch.no_grad():
+        ref, out = model(x), q(x)
+    assert out.shape == ref.shape
+    assert (out - ref).abs().max() < 0.2 * ref.abs().max()  # 8-bit, not garbage
+    assert q.nbytes < len(export_onnx_bytes(model, calib[:1])) / 2.5  # ~4x smaller weights
+
+
+def test_unknown_layer_names_are_refused(resnet):
+    model, calib = resnet
+    with pytest.raises(QuantizationError, match="not quantizable layers.*choose from"):
+        quantize_int8(model, calib, keep_fp32=["layer9.conv"])
+
+
+def test_int8_model_is_timed_in_onnxruntime_only(resnet):
+    model, calib = resnet
+    q = quantize_int8(model, calib, QuantConfig(calib_images=32))
+    cmp = LatencyMeter(LatencyConfig(runtime="onnxruntime", threads=1, rounds=5, warmup=2), (3, 32, 32)).compare(
+        model, q)
+    assert cmp.speedup > 0 and cmp.n == 5
+    with pytest.raises(LatencyError, match="time it with runtime 'onnxruntime'"):
+        LatencyMeter(LatencyConfig(runtime="torch", rounds=2, warmup=0), (3, 32, 32)).measure(q)
+
+
+def test_cpu_flags_are_read_from_the_flag_list():
+    assert cpu_int8_flags(["fpu", "avx2", "avx512_vnni", "amx_int8"]) == ["avx512_vnni", "amx_int8", "avx2"]
