@@ -170,3 +170,23 @@ def cpu_int8_flags(flags: Sequence[str] | None = None) -> list[str]:
         line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
         flags = line.split(":", 1)[-1].split()
     return [f for f in INT8_CPU_FLAGS if f in set(flags)]
+
+
+def int8_report(fp32: nn.Module, candidate: nn.Module, test: Any, input_shape: Sequence[int],
+                rounds: int = 100, threads: int = 1) -> dict[str, Any]:
+    """Top-1 on `test` (a dataset) and the ONNX Runtime speedup over the FP32 network (batch 1, `threads`,
+    timed in alternation), plus model bytes: what a user weighs before shipping an INT8 model."""
+    from autocompress.config import LatencyConfig
+    from autocompress.data import make_loader
+    from autocompress.measure.accuracy import evaluate
+    from autocompress.measure.latency import LatencyMeter
+
+    result = evaluate(candidate, make_loader(test, 500))
+    meter = LatencyMeter(LatencyConfig(runtime="onnxruntime", threads=threads, rounds=rounds, warmup=10),
+                         input_shape)
+    cmp = meter.compare(fp32, candidate)
+    size = candidate.nbytes if isinstance(candidate, OrtModule) else len(
+        export_onnx_bytes(candidate.eval(), torch.zeros(1, *input_shape)))
+    return {"top1": result.top1, "test_images": result.n, "speedup": cmp.speedup, "speedup_spread": cmp.spread,
+            "latency_ms": cmp.latency_ms, "fp32_latency_ms": cmp.baseline_ms, "bytes": size,
+            "cpu_int8_flags": cpu_int8_flags()}

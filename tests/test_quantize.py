@@ -88,3 +88,17 @@ def test_int8_model_is_timed_in_onnxruntime_only(resnet):
 
 def test_cpu_flags_are_read_from_the_flag_list():
     assert cpu_int8_flags(["fpu", "avx2", "avx512_vnni", "amx_int8"]) == ["avx512_vnni", "amx_int8", "avx2"]
+
+
+def test_cli_quantize_writes_the_model_and_reports(tmp_path, capsys):
+    from autocompress.cli import main
+
+    out = tmp_path / "tiny.int8.onnx"
+    assert main(["quantize", "--model", "tiny_cnn", "--data", "digits", "--calib-images", "32", "--rounds", "3",
+                 "--keep-fp32", "fc", "--json", "--out", str(out)]) == 0
+    report = __import__("json").loads(capsys.readouterr().out)
+    assert out.stat().st_size == report["bytes"] > 0
+    assert report["test_images"] == 360 and report["keep_fp32"] == ["fc"] and report["speedup"] > 0
+    assert main(["quantize", "--model", "tiny_cnn", "--data", "digits", "--keep-fp32", "nope", "--out",
+                 str(tmp_path / "x.onnx")]) == 2
+    assert "not quantizable layers" in capsys.readouterr().err

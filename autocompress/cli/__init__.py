@@ -16,7 +16,7 @@ from autocompress.config import AutocompressError
 from autocompress.paths import WRITE_ERRNOS, ensure_writable
 
 # Order is the order of `autocompress --help`.
-_MODULES = ("models_cmd", "train_cmd", "prune_cmd", "latency_cmd", "search_cmd")
+_MODULES = ("models_cmd", "train_cmd", "prune_cmd", "latency_cmd", "search_cmd", "quantize_cmd")
 
 
 def build_parser() -> argparse.ArgumentParser:

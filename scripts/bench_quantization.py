@@ -1,0 +1,96 @@
+"""INT8 against FP32 and pruning in ONNX Runtime: the rows of issue #15's table that exist so far.
+
+For each config (its model, adapted weights and data; `cifar10_jpeg` for the issue's table) and method:
+- `fp32`: the unpruned network exported to ONNX (the reference every speedup is measured against);
+- `int8_ptq`: post-training static INT8 of the whole network (`autocompress.quantize.quantize_int8`,
+  QDQ, per-channel weights, `--calib` training images), no fine-tuning.
+Each row: top-1 on every test image, the ONNX Runtime speedup over FP32 (batch 1, one thread, pairs timed
+in alternation), model bytes, the CPU and its INT8 flags. Finished rows are kept in `--work/<model>/<method>.json`
+and skipped on a rerun; the JSON is rebuilt from all of them.
+
+    python scripts/bench_quantization.py --configs experiments/resnet20-cifar10jpeg-macs50.yaml \
+        experiments/resnet56-cifar10jpeg-macs50.yaml --methods fp32 int8_ptq --json docs/benchmarks/quantization.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from plot_utils import cpu_model, run_script, write_json_atomic
+
+from autocompress.config import QuantConfig, load_config
+from autocompress.data import load_data, take_tensors
+from autocompress.envs.factory import build_model
+from autocompress.quantize import cpu_int8_flags, int8_report, quantize_int8
+
+METHODS = ("fp32", "int8_ptq")
+
+
+def run_row(cfg: Any, method: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    path = work / cfg.model.name / f"{method}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    bundle = load_data(cfg.data)
+    model = build_model(cfg, bundle).eval()
+    start = time.perf_counter()
+    candidate = model
+    if method == "int8_ptq":
+        calib, _ = take_tensors(bundle.train_eval if getattr(bundle, "train_eval", None) else bundle.train,
+                                args.calib, seed=1)
+        candidate = quantize_int8(model, calib, QuantConfig(calib_images=args.calib))
+    quant_s = time.perf_counter() - start
+    report = int8_report(model, candidate, bundle.test, bundle.input_shape, rounds=args.rounds)
+    row = {
+        "model": cfg.model.name, "method": method, "target_speedup": None,
+        "speedup_measured": 1.0 if method == "fp32" else report["speedup"],
+        "speedup_spread": 0.0 if method == "fp32" else report["speedup_spread"],
+        "bytes": report["bytes"], "test_images": report["test_images"],
+        "top1_before_ft": report["top1"], "top1_after_ft": report["top1"],  # no fine-tune in these rows
+        "finetune": "none", "search_s": 0.0, "ft_s": 0.0, "quantize_s": quant_s,
+        "latency_ms": report["latency_ms"], "fp32_latency_ms": report["fp32_latency_ms"],
+        "cpu": f"{cpu_model()} ({', '.join(cpu_int8_flags()) or 'no INT8 flags found'})",
+        "timing_loadavg": os.getloadavg()[0], "weights": cfg.model.weights,
+        "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
+    write_json_atomic(path, row)
+    return row
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--configs", nargs="+", required=True, help="experiment YAMLs (model, weights, data)")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--calib", type=int, default=128, help="calibration images from the training split")
+    p.add_argument("--rounds", type=int, default=100, help="alternating timing pairs")
+    p.add_argument("--threads", type=int, default=1, help="torch threads for evaluation")
+    p.add_argument("--work", default="runs/quantization")
+    p.add_argument("--json", required=True)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    work = Path(args.work)
+    for path in args.configs:
+        cfg = load_config(path)
+        for method in args.methods:
+            row = run_row(cfg, method, args, work)
+            print(f"{row['model']:18} {row['method']:9} top-1 {row['top1_after_ft']:.2f}  "
+                  f"speedup {row['speedup_measured']:.2f}x  {row['bytes'] / 1e6:.2f} MB", file=sys.stderr)
+    rows = [json.loads(q.read_text()) for q in sorted(work.glob("*/*.json"))]
+    write_json_atomic(args.json, {
+        "rows": rows,
+        "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
+        "note": "speedup: ONNX Runtime, batch 1, 1 thread, median of per-pair ratios against the FP32 network "
+                "timed in alternation; INT8 rows are post-training (no fine-tune), so top-1 before = after.",
+    })
+
+
+if __name__ == "__main__":
+    run_script(main)
