@@ -214,12 +214,17 @@ def main() -> None:
     p.add_argument("--work", default="runs/quality")
     p.add_argument("--json", required=True)
     p.add_argument("--plot", default=None, help="PNG: top-1 before and after fine-tuning per method and seed")
+    p.add_argument("--report-only", action="store_true",
+                   help="run nothing: rebuild the JSON and plot from the finished cells (e.g. while cells still run)")
     p.add_argument("--retime", action="store_true",
                    help="only re-measure the speedups of every finished cell (run it on a quiet machine)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     work = Path(args.work)
-    adapted = {}
+    adapted: dict[str, float] = {}
+    if args.report_only:
+        write_report(args, work, adapted)
+        return
     for path in args.configs:
         cfg = load_config(path)
         if cfg.finetune is None:
