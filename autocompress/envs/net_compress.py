@@ -385,10 +385,3 @@ class NetCompressEnv(gym.Env):
     def prune_ratio_of(self, action: float) -> float:
         """The prune ratio an action in [0, 1] maps to before the budget wall."""
         return self.cfg.min_ratio + float(action) * (self.cfg.max_ratio - self.cfg.min_ratio)
-
-    @classmethod
-    def from_config(cls, config: Any) -> NetCompressEnv:
-        """Build model, data and (if needed) latency table from an experiment YAML path or config."""
-        from autocompress.envs.factory import build_env
-
-        return build_env(config)

@@ -19,8 +19,9 @@ from autocompress.config import PruneConfig
 from autocompress.measure.flops import CostModel, LayerSpec
 from autocompress.pruning.criteria import get_importance, group_scores
 from autocompress.pruning.errors import PruneError
+from autocompress.pruning.fingerprint import structure_hash
 from autocompress.pruning.groups import PlanItem, PruneGroup, analyze_model
-from autocompress.pruning.schedule import structure_hash
+from autocompress.pruning.schedule import Schedule, check_fits
 
 
 def kept_count(channels: int, prune_ratio: float, round_to: int, min_channels: int) -> int:
@@ -187,3 +188,17 @@ class Pruner:
             fn(modules[mname], sorted(set(idxs)))
         for pname, p in model.named_parameters():  # pruning rebuilds Parameters with requires_grad=True
             p.requires_grad_(self._requires_grad.get(pname, True))
+
+
+def apply_schedule(
+    model: nn.Module,
+    schedule: Schedule,
+    example_inputs: torch.Tensor,
+    cfg: PruneConfig | None = None,
+    calib_images: torch.Tensor | None = None,
+) -> nn.Module:
+    """A new model pruned to the schedule's kept channel counts (validated against `model` first)."""
+    pruner = Pruner(model, example_inputs, cfg or PruneConfig())
+    check_fits(schedule, pruner)
+    return pruner.prune_kept(schedule.kept_channels(), calib_images)
+

@@ -8,7 +8,6 @@ fails with a message that names the offending groups and says how to fix them.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -18,11 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
-
 from autocompress.atomic import atomic_write_text
-from autocompress.config import AutocompressError, PruneConfig
+from autocompress.config import AutocompressError
 
 FORMAT = "autocompress.schedule"
 VERSION = 1
@@ -287,20 +283,6 @@ def _check_ratio_matches(where: str, before: int, after: int, ratio: float) -> N
         )
 
 
-def structure_hash(model: nn.Module) -> str:
-    """A short, process-stable hash of module names, types and parameter/buffer shapes."""
-    parts = []
-    for name, m in model.named_modules():
-        tensors = [
-            (k, list(v.shape))
-            for k, v in list(m.named_parameters(recurse=False)) + list(m.named_buffers(recurse=False))
-            if v is not None
-        ]
-        parts.append([name, type(m).__name__, tensors])
-    blob = json.dumps(parts, separators=(",", ":"))
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
-
-
 def check_fits(schedule: Schedule, pruner: Any) -> None:
     """Raise ScheduleError unless `schedule` was made for the model behind `pruner`."""
     model_groups = {g.name: g for g in pruner.all_groups}
@@ -333,19 +315,3 @@ def check_fits(schedule: Schedule, pruner: Any) -> None:
 
 def _few(items: list[str], n: int = 6) -> str:
     return ", ".join(items[:n]) + (f", ... ({len(items)} in all)" if len(items) > n else "")
-
-
-def apply_schedule(
-    model: nn.Module,
-    schedule: Schedule,
-    example_inputs: torch.Tensor,
-    cfg: PruneConfig | None = None,
-    calib_images: torch.Tensor | None = None,
-) -> nn.Module:
-    """A new model pruned to the schedule's kept channel counts (validated against `model` first)."""
-    from autocompress.pruning.prune import Pruner
-
-    pruner = Pruner(model, example_inputs, cfg or PruneConfig())
-    check_fits(schedule, pruner)
-    return pruner.prune_kept(schedule.kept_channels(), calib_images)
-
