@@ -97,11 +97,16 @@ class PruneConfig:
     """Images used for least-squares reconstruction."""
 
 
+LatencyRuntime = Literal["torch", "onnxruntime", "compile"]
+LATENCY_RUNTIMES: tuple[str, ...] = typing.get_args(LatencyRuntime)
+"""Runtimes a latency can be measured with; `autocompress.measure.latency.RUNTIMES` implements each."""
+
+
 @dataclass(frozen=True)
 class LatencyConfig:
     """How inference time is measured."""
 
-    runtime: Literal["torch", "onnxruntime", "compile"] = "torch"
+    runtime: LatencyRuntime = "torch"
     """torch (eager), onnxruntime (needs the `onnx` extra) or compile (torch.compile; slow to start)."""
     device: str = "cpu"
     """cpu or cuda (CUDA-event timing)."""

@@ -181,3 +181,11 @@ def test_cli_latency_of_a_saved_pruned_model(tmp_path: Path, capsys: pytest.Capt
     assert out["latency_ms"] > 0 and out["baseline_ms"] > 0 and out["spread"] >= 0
     assert main(["latency", "--pruned", str(path), "--model", "cifar10_resnet20"]) == 2
     assert "does not match" in capsys.readouterr().err
+
+
+def test_config_runtimes_and_the_registry_agree():
+    from autocompress.config import LATENCY_RUNTIMES
+    from autocompress.measure.latency import RUNTIMES
+
+    assert set(LATENCY_RUNTIMES) == set(RUNTIMES)
+    assert [n for n, r in RUNTIMES.items() if r.compiles_per_shape] == ["compile"]

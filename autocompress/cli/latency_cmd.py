@@ -12,9 +12,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from autocompress.config import AutocompressError, LatencyConfig, PruneConfig, validate
+from autocompress.config import LATENCY_RUNTIMES, AutocompressError, LatencyConfig, PruneConfig, validate
 
-RUNTIME_CHOICES = ("torch", "onnxruntime", "compile")
+RUNTIME_CHOICES = LATENCY_RUNTIMES
 
 
 def parse_shape(text: str) -> tuple[int, int, int]:

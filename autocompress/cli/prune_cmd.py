@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from autocompress.cli.latency_cmd import parse_shape
+from autocompress.config import LATENCY_RUNTIMES
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -42,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     u.add_argument("--round-to", type=int, default=1, help="kept channels rounded to a multiple of this")
     u.add_argument("--min-channels", type=int, default=1, help="never keep fewer channels in a group")
     u.add_argument("--max-ratio", type=float, default=0.95, help="largest prune ratio tried")
-    u.add_argument("--runtime", choices=("torch", "onnxruntime", "compile"), default="torch",
+    u.add_argument("--runtime", choices=LATENCY_RUNTIMES, default="torch",
                    help="runtime timed for --speedup")
     u.add_argument("--threads", type=int, default=1, help="threads when timing (--speedup)")
     u.add_argument("--rounds", type=int, default=20, help="timed pairs per measurement (--speedup)")

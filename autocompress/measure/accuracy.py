@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -101,15 +101,19 @@ def evaluate_tensors(
     """
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"x has {x.shape[0]} images but y has {y.shape[0]} labels")
+    if runtime not in EVAL_RUNTIMES:
+        raise ValueError(f"unknown evaluation runtime {runtime!r}; choose one of {', '.join(EVAL_RUNTIMES)}.")
     batches = ((x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, x.shape[0], batch_size))
-    if runtime == "onnxruntime":
-        return _run_onnx(model, batches, x[:1])
-    if runtime != "torch":
-        raise ValueError(f"unknown evaluation runtime {runtime!r}; use 'torch' or 'onnxruntime'.")
+    return EVAL_RUNTIMES[runtime](model, batches, x[:1], device)
+
+
+def _run_torch(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], example: torch.Tensor,
+               device: str | torch.device) -> EvalResult:
     return _run(model, batches, resolve_device(device))
 
 
-def _run_onnx(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], example: torch.Tensor) -> EvalResult:
+def _run_onnx(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], example: torch.Tensor,
+              device: str | torch.device = "cpu") -> EvalResult:
     from autocompress.measure.latency import ONNX_HINT, LatencyError, export_onnx_bytes
 
     try:
@@ -128,3 +132,7 @@ def _run_onnx(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tens
         tally.forward_s += time.perf_counter() - start
         tally.add(logits, y.cpu())
     return tally.result()
+
+
+EVAL_RUNTIMES: dict[str, Callable[..., EvalResult]] = {"torch": _run_torch, "onnxruntime": _run_onnx}
+"""How the env's held-out accuracy is computed (config env.eval_runtime): (model, batches, example, device)."""

@@ -27,7 +27,6 @@ from torch import nn
 
 from autocompress.config import AutocompressError, LatencyConfig, validate
 
-RUNTIMES = ("torch", "onnxruntime", "compile")
 ONNX_HINT = 'pip install "autocompress[onnx]"'
 _CACHE_SIZE = 4  # baseline + current candidate (+ slack): the env's access pattern
 
@@ -196,6 +195,7 @@ class LatencyMeter:
         validate(cfg, "latency")
         if cfg.runtime not in RUNTIMES:
             raise LatencyError(f"unknown runtime {cfg.runtime!r}; choose one of {', '.join(RUNTIMES)}.")
+        self.runtime = RUNTIMES[cfg.runtime]
         self.cfg = cfg
         self.input_shape = check_input_shape(input_shape)
         self.device = torch.device(cfg.device)
@@ -203,7 +203,7 @@ class LatencyMeter:
             raise LatencyError(f"device {cfg.device!r} is not supported; use 'cpu' or 'cuda'.")
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise LatencyError("device 'cuda' was requested but no CUDA GPU is available; use device 'cpu'.")
-        if cfg.runtime == "onnxruntime":
+        if self.runtime.onnx:
             self._ort = _import_onnxruntime()
             if self.device.type == "cuda" and "CUDAExecutionProvider" not in self._ort.get_available_providers():
                 raise LatencyError(
@@ -239,15 +239,10 @@ class LatencyMeter:
 
     def _build_runner(self, model: nn.Module) -> tuple[Runner, nn.Module | None]:
         x = self.example
-        if isinstance(getattr(model, "onnx_bytes", None), bytes) and self.cfg.runtime != "onnxruntime":
+        if isinstance(getattr(model, "onnx_bytes", None), bytes) and not self.runtime.onnx:
             raise LatencyError(f"{type(model).__name__} is an ONNX Runtime model; time it with runtime "
                                "'onnxruntime' (against a torch model timed the same way).")
-        if self.cfg.runtime == "torch":
-            return (lambda: model(x)), model
-        if self.cfg.runtime == "compile":
-            compiled = torch.compile(model)
-            return (lambda: compiled(x)), model
-        return self._ort_runner(model), None
+        return self.runtime.build(self, model, x)
 
     def _ort_runner(self, model: nn.Module) -> Runner:
         ort = self._ort
@@ -341,6 +336,46 @@ class LatencyMeter:
             spread=float(iqr / speedup) if speedup > 0 else 0.0,
             n=len(ratios),
         )
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How one runtime turns a model into a timed call."""
+
+    name: str
+    build: Callable[[LatencyMeter, nn.Module, torch.Tensor], tuple[Runner, nn.Module | None]]
+    """(meter, model, example) -> (call, the torch module whose train/eval flags matter, or None)."""
+    onnx: bool = False
+    """Runs an ONNX export in ONNX Runtime (needs the package; takes already-exported models as they are)."""
+    compiles_per_shape: bool = False
+    """Pays seconds of compilation for every new model or shape (unfit for look-up tables and searches)."""
+
+
+RUNTIMES: dict[str, Runtime] = {}
+
+
+def register_runtime(runtime: Runtime) -> Runtime:
+    """Add a runtime to the registry (config `latency.runtime` and the CLI's --runtime choose by name)."""
+    RUNTIMES[runtime.name] = runtime
+    return runtime
+
+
+def _eager(meter: LatencyMeter, model: nn.Module, x: torch.Tensor) -> tuple[Runner, nn.Module | None]:
+    return (lambda: model(x)), model
+
+
+def _compiled(meter: LatencyMeter, model: nn.Module, x: torch.Tensor) -> tuple[Runner, nn.Module | None]:
+    compiled = torch.compile(model)
+    return (lambda: compiled(x)), model
+
+
+def _onnxruntime(meter: LatencyMeter, model: nn.Module, x: torch.Tensor) -> tuple[Runner, nn.Module | None]:
+    return meter._ort_runner(model), None
+
+
+register_runtime(Runtime("torch", _eager))
+register_runtime(Runtime("onnxruntime", _onnxruntime, onnx=True))
+register_runtime(Runtime("compile", _compiled, compiles_per_shape=True))
 
 
 def time_round_robin(items: Sequence[tuple[LatencyMeter, nn.Module]], rounds: int | None = None) -> list[list[float]]:

@@ -34,7 +34,13 @@ from torch import nn
 
 from autocompress.atomic import atomic_write_text
 from autocompress.config import AutocompressError, LatencyConfig, to_dict
-from autocompress.measure.latency import LatencyMeter, check_input_shape, time_round_robin, torch_threads
+from autocompress.measure.latency import (
+    RUNTIMES,
+    LatencyMeter,
+    check_input_shape,
+    time_round_robin,
+    torch_threads,
+)
 from autocompress.progress import progress as progress_bar
 
 LUT_FORMAT = "autocompress.latency_lut"
@@ -244,7 +250,7 @@ class LatencyLUT:
         of the network is calibrated on it, and with `pruned` (kept channels per group, a pruned copy of
         `model` with those counts) the scale as well; otherwise the constant is 0 until `calibrate`.
         """
-        if cfg.runtime == "compile":
+        if RUNTIMES[cfg.runtime].compiles_per_shape:
             raise LUTError(
                 "runtime 'compile' recompiles for every grid point (seconds each); build the table with "
                 "'torch' or 'onnxruntime'."
