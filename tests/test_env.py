@@ -15,6 +15,7 @@ from autocompress.config import ConfigError, EnvConfig, PruneConfig, dump_config
 from autocompress.envs import ENV_ID, DiscreteActions, EnvData, NetCompressEnv
 from autocompress.measure.flops import count_macs_params
 from autocompress.models import get_model
+from autocompress.pruning import PruneError
 
 
 def tiny_data(n: int = 32, shape=(3, 16, 16), seed: int = 0) -> EnvData:
@@ -128,7 +129,7 @@ def test_empty_validation_set_and_model_without_groups():
     with pytest.raises(ConfigError, match="validation set is empty"):
         NetCompressEnv(get_model("tiny_cnn"), empty, EnvConfig())
     linear_only = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 10))
-    with pytest.raises(ConfigError, match="no prunable channel group"):
+    with pytest.raises(PruneError, match="no prunable channel group"):  # the Pruner refuses it, for every user
         NetCompressEnv(linear_only, data, EnvConfig())
     no_calib = EnvData(val_images=data.val_images, val_labels=data.val_labels)
     with pytest.raises(ConfigError, match="calibration images"):

@@ -134,11 +134,6 @@ class NetCompressEnv(gym.Env):
         self.reward_fn = get_reward(cfg.reward, cfg.reward_kwargs)
         self.pruner = Pruner(self.model, data.val_images[:1], cfg.prune)
         self.groups = list(self.pruner.groups)
-        if not self.groups:
-            raise ConfigError(
-                f"{model_name}: no prunable channel group found (scope={cfg.prune.scope!r}); "
-                "try env.prune.scope: all, or a model with convolutions."
-            )
         self.cost_model = self.pruner.cost_model
         self._out_group = {spec.name: spec.out_group for spec in self.pruner.layer_specs}
         self.lut = lut

@@ -52,6 +52,8 @@ class Pruner:
         self._analysis = analyze_model(self._snapshot, self.example_inputs)
         self.all_groups: list[PruneGroup] = list(self._analysis.groups)
         self.groups: list[PruneGroup] = [g for g in self.all_groups if self.cfg.scope == "all" or g.internal]
+        if not self.groups:
+            raise PruneError(_nothing_to_prune(model, bool(self.all_groups)))
         self.layer_specs: list[LayerSpec] = list(self._analysis.layer_specs)
         self.cost_model: CostModel = self._analysis.cost_model()
         self._by_name = {g.name: g for g in self.all_groups}
@@ -188,6 +190,18 @@ class Pruner:
             fn(modules[mname], sorted(set(idxs)))
         for pname, p in model.named_parameters():  # pruning rebuilds Parameters with requires_grad=True
             p.requires_grad_(self._requires_grad.get(pname, True))
+
+
+def _nothing_to_prune(model: nn.Module, only_outside_scope: bool) -> str:
+    """Why a network has no channel group to prune: a search on it would compress nothing."""
+    if only_outside_scope:
+        return (f"{type(model).__name__} has no internal channel group (every group feeds the output); "
+                "use prune scope 'all' (env.prune.scope: all, --scope all).")
+    recurrent = [f"{n} ({type(m).__name__})" for n, m in model.named_modules()
+                 if isinstance(m, nn.RNNBase)]
+    why = (f"recurrent layers cannot be pruned yet: {', '.join(recurrent[:4])}" if recurrent
+           else "no Conv or Linear layer whose output channels can be removed")
+    return f"{type(model).__name__} has no prunable channel groups ({why}); nothing would be compressed."
 
 
 def apply_schedule(
