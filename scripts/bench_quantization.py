@@ -30,9 +30,13 @@ from plot_utils import cpu_model, run_script, write_json_atomic
 from autocompress.config import QuantConfig, load_config
 from autocompress.data import load_data, take_tensors
 from autocompress.envs.factory import build_model
+from autocompress.pruning import Schedule, apply_schedule
 from autocompress.quantize import cpu_int8_flags, int8_report, quantize_int8
 
 METHODS = ("fp32", "int8_ptq")
+PRUNED_METHODS = ("pruned_fp32", "pruned_int8_ptq")
+"""Extra rows (not the issue's methods): a bench_quality cell's searched, fine-tuned network, as it is and after
+INT8 PTQ; reported under `extra_rows`, since no joint search made them."""
 
 
 def run_row(cfg: Any, method: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -65,6 +69,41 @@ def run_row(cfg: Any, method: str, args: argparse.Namespace, work: Path) -> dict
     return row
 
 
+def pruned_rows(cfg: Any, cell_dir: Path, args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
+    """The fine-tuned network of a bench_quality cell (its schedule + fine-tune checkpoint), FP32 and INT8."""
+    cell = json.loads((cell_dir / "cell.json").read_text())
+    out, todo = [], []
+    for method in PRUNED_METHODS:
+        path = work / cfg.model.name / f"{method}-{cell['method']}-seed{cell['seed']}.json"
+        (out.append(json.loads(path.read_text())) if path.is_file() else todo.append((method, path)))
+    if not todo:
+        return out
+    bundle = load_data(cfg.data)
+    model = build_model(cfg, bundle).eval()
+    example, _ = take_tensors(bundle.test, 1)
+    pruned = apply_schedule(model, Schedule.load(cell_dir / "best_schedule.json"), example, cfg.env.prune)
+    pruned.load_state_dict(torch.load(cell_dir / "finetune" / "checkpoint.pt", map_location="cpu",
+                                      weights_only=True)["model"])
+    pruned.eval()
+    for method, path in todo:
+        start = time.perf_counter()
+        candidate = pruned
+        if method == "pruned_int8_ptq":
+            calib, _ = take_tensors(bundle.train, args.calib, seed=1)
+            candidate = quantize_int8(pruned, calib, QuantConfig(calib_images=args.calib))
+        report = int8_report(model, candidate, bundle.test, bundle.input_shape, rounds=args.rounds)
+        row = {"model": cfg.model.name, "method": method, "from": f"{cell['method']} seed {cell['seed']}, "
+               f"{cell['macs_ratio']:.3f} MACs, {cell['ft_epochs']} FT epochs (bench_quality cell)",
+               "speedup_measured": report["speedup"], "speedup_spread": report["speedup_spread"],
+               "bytes": report["bytes"], "test_images": report["test_images"], "top1": report["top1"],
+               "top1_cell_after_ft": cell["top1_after_ft"], "quantize_s": time.perf_counter() - start,
+               "cpu": f"{cpu_model()} ({', '.join(cpu_int8_flags())})", "timing_loadavg": os.getloadavg()[0],
+               "date": dt.datetime.now().astimezone().isoformat(timespec="seconds")}
+        write_json_atomic(path, row)
+        out.append(row)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--configs", nargs="+", required=True, help="experiment YAMLs (model, weights, data)")
@@ -72,6 +111,9 @@ def main() -> None:
     p.add_argument("--calib", type=int, default=128, help="calibration images from the training split")
     p.add_argument("--rounds", type=int, default=100, help="alternating timing pairs")
     p.add_argument("--threads", type=int, default=1, help="torch threads for evaluation")
+    p.add_argument("--pruned-cells", nargs="*", default=[],
+                   help="bench_quality cell folders (same model as the first config): their fine-tuned networks "
+                        "in FP32 and INT8, as extra rows")
     p.add_argument("--work", default="runs/quantization")
     p.add_argument("--json", required=True)
     args = p.parse_args()
@@ -83,9 +125,15 @@ def main() -> None:
             row = run_row(cfg, method, args, work)
             print(f"{row['model']:18} {row['method']:9} top-1 {row['top1_after_ft']:.2f}  "
                   f"speedup {row['speedup_measured']:.2f}x  {row['bytes'] / 1e6:.2f} MB", file=sys.stderr)
-    rows = [json.loads(q.read_text()) for q in sorted(work.glob("*/*.json"))]
+    for cell_dir in args.pruned_cells:
+        for row in pruned_rows(load_config(args.configs[0]), Path(cell_dir), args, work):
+            print(f"{row['model']:18} {row['method']:16} top-1 {row['top1']:.2f}  speedup "
+                  f"{row['speedup_measured']:.2f}x  {row['bytes'] / 1e6:.2f} MB  ({row['from']})", file=sys.stderr)
+    found = [json.loads(q.read_text()) for q in sorted(work.glob("*/*.json"))]
+    rows = [r for r in found if r["method"] in METHODS]
     write_json_atomic(args.json, {
         "rows": rows,
+        "extra_rows": [r for r in found if r["method"] in PRUNED_METHODS],
         "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
         "note": "speedup: ONNX Runtime, batch 1, 1 thread, median of per-pair ratios against the FP32 network "
                 "timed in alternation; INT8 rows are post-training (no fine-tune), so top-1 before = after.",
