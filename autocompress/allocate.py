@@ -77,7 +77,7 @@ def sensitivity_curves(env: Any, levels: list[float]) -> dict[str, list[float]]:
     base = dict.fromkeys(env.group_names, env.cfg.min_ratio)
     curves = {}
     for name in env.group_names:
-        curves[name] = [float(env.evaluate_policy({**base, name: r})[1]["top1"]) for r in levels]
+        curves[name] = [float(env.evaluator.evaluate({**base, name: r})[1]["top1"]) for r in levels]
     return curves
 
 

@@ -107,7 +107,7 @@ def choose_by_tournament(cfg: ExperimentConfig, env: NetCompressEnv, bundle: Dat
     _say(progress, f"tournament: the {cfg.tournament.finalists} leading policies, short fine-tunes scored on val")
     outcome = run_tournament(cfg.tournament, env, bundle, result.run_dir, progress)
     winner = outcome["winner"]
-    _, info = env.evaluate_policy(winner["schedule"])
+    _, info = env.evaluator.evaluate(winner["schedule"])
     best = {**{k: v for k, v in info.items() if k not in ("group", "prune_ratio", "cached")},
             "episode": winner["episode"], "reward": winner["reward"], "tournament_val_top1": outcome["winner_val_top1"]}
     best_schedule(env, cfg, best).save(result.run_dir / BEST_SCHEDULE)
@@ -118,7 +118,7 @@ def finalize(cfg: ExperimentConfig, env: NetCompressEnv, bundle: DataBundle, res
     """Apply the best schedule to the network, fine-tune, evaluate on the test split, save, summarise."""
     run_dir = result.run_dir
     schedule = Schedule.load(run_dir / BEST_SCHEDULE)
-    pruned = env.compress(schedule.prune_ratios())
+    pruned = env.evaluator.compress(schedule.prune_ratios())
     test_loader = make_loader(bundle.test, batch_size=cfg.data.batch_size)
     before_ft = evaluate(pruned, test_loader).top1
     if cfg.finetune is not None and cfg.finetune.epochs > 0:

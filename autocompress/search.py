@@ -274,9 +274,8 @@ class Search:
         self.episode = int(meta["episode"])
         self.best = meta["best"]
         self.confirmed_at = meta.get("confirmed_at")
-        self.env.evaluation_cache.update(cache)
-        if hasattr(self.env, "lut_feedback"):
-            self.env.lut_feedback[:] = meta.get("env_lut_feedback", [])
+        self.env.evaluator.cache.update(cache)
+        self.env.evaluator.lut_feedback[:] = meta.get("env_lut_feedback", [])
         print(f"resumed {self.run_dir} after episode {self.episode} of {self.cfg.search.episodes}", file=sys.stderr)
         return agent_state
 
@@ -287,8 +286,8 @@ class Search:
             "best": self.best,
             "confirmed_at": self.confirmed_at,
             "env_cache": [[list(key), asdict(outcome), info]
-                          for key, (outcome, info) in self.env.evaluation_cache.items()],
-            "env_lut_feedback": list(getattr(self.env, "lut_feedback", [])),
+                          for key, (outcome, info) in self.env.evaluator.cache.items()],
+            "env_lut_feedback": list(self.env.evaluator.lut_feedback),
             "config": _comparable(self.cfg),
         }
         checkpoint.save(self.run_dir / CHECKPOINT, {"agent": self.agent.state_dict()}, meta)

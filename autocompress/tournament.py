@@ -59,7 +59,7 @@ def leaders(records: list[dict[str, Any]], kept_of: Any, count: int) -> list[dic
 
 def _score(env: Any, bundle: DataBundle, schedule: Mapping[str, float], batches: int, cfg: TournamentConfig,
            val: tuple[torch.Tensor, torch.Tensor]) -> float:
-    model = env.compress(schedule)
+    model = env.evaluator.compress(schedule)
     teacher = env.model if cfg.distill else None
     short_finetune(model, bundle, batches, cfg.lr, teacher, cfg.seed)
     return float(evaluate_tensors(model, val[0], val[1], batch_size=env.cfg.eval_batch_size).top1)

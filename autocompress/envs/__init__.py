@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import gymnasium as gym
 
-from autocompress.envs.net_compress import EnvData, NetCompressEnv
+from autocompress.envs.evaluator import EnvData, Evaluator
+from autocompress.envs.net_compress import NetCompressEnv
 from autocompress.envs.rewards import REWARDS, Outcome, register
 from autocompress.envs.wrappers import DiscreteActions
 
@@ -18,4 +19,4 @@ if ENV_ID not in gym.registry:
     # Measured latency varies run to run; flops and lut modes are exactly reproducible per seed.
     gym.register(id=ENV_ID, entry_point="autocompress.envs.factory:build_env", nondeterministic=True)
 
-__all__ = ["ENV_ID", "REWARDS", "DiscreteActions", "EnvData", "NetCompressEnv", "Outcome", "register"]
+__all__ = ["ENV_ID", "REWARDS", "DiscreteActions", "EnvData", "Evaluator", "NetCompressEnv", "Outcome", "register"]

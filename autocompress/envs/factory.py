@@ -115,6 +115,7 @@ def pretrained_model(cfg: ExperimentConfig, model: torch.nn.Module, bundle: Any,
 def build_env_and_data(cfg: ExperimentConfig, progress: bool = True) -> tuple[Any, Any]:
     """(NetCompressEnv, DataBundle) of one experiment: data, model (pretrained as configured), LUT, env."""
     from autocompress.data import load_data
+    from autocompress.envs.evaluator import Evaluator
     from autocompress.envs.net_compress import NetCompressEnv
 
     bundle = load_data(cfg.data)
@@ -127,7 +128,15 @@ def build_env_and_data(cfg: ExperimentConfig, progress: bool = True) -> tuple[An
               "randomly initialised network", file=sys.stderr)
     data = build_env_data(cfg, bundle)
     lut = load_or_build_lut(cfg, model, data.val_images[:1])
-    return NetCompressEnv(model, data, cfg.env, model_name=cfg.model.name, lut=lut), bundle
+    evaluator = Evaluator(model, data, cfg.env, lut=lut)
+    return NetCompressEnv(model, data, cfg.env, model_name=cfg.model.name, lut=lut, evaluator=evaluator), bundle
+
+
+def build_evaluator(config: ExperimentConfig | str | os.PathLike[str] | Mapping[str, Any],
+                    progress: bool = False) -> Any:
+    """The Evaluator of an experiment, built from its config alone (what a worker in a fresh process needs):
+    the same data, model (pretrained as configured), tensors and latency table as the search's env."""
+    return build_env_and_data(resolve_config(config), progress)[0].evaluator
 
 
 def build_env(config: ExperimentConfig | str | os.PathLike[str] | Mapping[str, Any]) -> Any:

@@ -1,0 +1,210 @@
+"""The Evaluator: one object that turns a pruning schedule into a scored `Outcome`.
+
+It owns what scoring needs: the unpruned network, the held-out and calibration tensors, the Pruner and
+its cost model, the latency meter or look-up table, and the cache of evaluated networks. The Gymnasium
+env (`NetCompressEnv`) is a thin shell over it (features, action -> ratio, budget wall, reward); the search,
+the pipeline, the baselines and the scripts ask it for scores, and a remote worker can build one from a
+config in a fresh process (`autocompress.envs.factory.build_evaluator`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from autocompress.config import ConfigError, EnvConfig
+from autocompress.envs.rewards import LATENCY_REWARDS, Outcome
+from autocompress.measure.accuracy import evaluate_tensors
+from autocompress.measure.latency import LatencyMeter
+from autocompress.pruning import Pruner, recalibrate_bn
+
+CORRECTION_RANGE = (0.5, 2.0)
+"""Bounds of the measured/predicted latency correction: beyond them the table is wrong, not just biased."""
+
+
+def cache_key(kept: Mapping[str, int]) -> tuple[int, ...]:
+    """Evaluation-cache key: kept channels in group-name order (equal networks, equal keys)."""
+    return tuple(kept[name] for name in sorted(kept))
+
+
+@dataclass
+class EnvData:
+    """The tensors an environment scores policies on, preloaded once."""
+
+    val_images: torch.Tensor
+    """Held-out images (never the test split) for the reward's accuracy."""
+    val_labels: torch.Tensor
+    calib_images: torch.Tensor | None = None
+    """Training images for BatchNorm recalibration and least-squares reconstruction."""
+
+
+def check_inputs(data: EnvData, cfg: EnvConfig, lut: Any | None) -> None:
+    """Refuse data and settings no evaluation could work with, before any expensive step."""
+    if data.val_images.ndim != 4 or len(data.val_images) == 0:
+        raise ConfigError("env: the validation set is empty; the reward needs held-out images (data.val_size > 0).")
+    if len(data.val_images) != len(data.val_labels):
+        raise ConfigError("env: validation images and labels differ in number.")
+    needs_calib = cfg.bn_recalib_batches > 0 or cfg.prune.reconstruct
+    if needs_calib and (data.calib_images is None or len(data.calib_images) == 0):
+        raise ConfigError("env: BatchNorm recalibration / reconstruction needs calibration images (EnvData.calib_images).")
+    needs_lut = cfg.latency_mode == "lut" or cfg.budget_kind == "latency"
+    if needs_lut and lut is None:
+        raise ConfigError("env: latency_mode 'lut' and latency budgets need a latency look-up table (env.lut_path).")
+    if cfg.reward in LATENCY_REWARDS and cfg.latency_mode == "flops":
+        raise ConfigError(f"env.reward {cfg.reward!r} needs latency: set env.latency_mode to 'lut' or 'measured'.")
+
+
+class Evaluator:
+    """Schedule (group -> prune ratio) in, `Outcome` + info out: prune, recalibrate, score, time, cache.
+
+    `cfg` is the env's config (pruning, recalibration, evaluation runtime, latency mode and budget);
+    `lut` a `LatencyLUT` for `latency_mode="lut"` or a latency budget.
+    """
+
+    def __init__(self, model: nn.Module, data: EnvData, cfg: EnvConfig, *, lut: Any | None = None) -> None:
+        check_inputs(data, cfg, lut)
+        self.cfg = cfg
+        self.model = model.eval()
+        self.data = data
+        self.lut = lut
+        self.input_shape = tuple(data.val_images.shape[1:])
+        self.pruner = Pruner(self.model, data.val_images[:1], cfg.prune)
+        self.cost_model = self.pruner.cost_model
+        self.meter = LatencyMeter(cfg.latency, self.input_shape) if cfg.latency_mode == "measured" else None
+        self.full_kept = self.pruner.kept_channels({})
+        self.base_macs = self.cost_model.macs(self.full_kept)
+        self.base_params = self.cost_model.params(self.full_kept)
+        self.base_lut_ms = lut.predict_ms(self.full_kept) if lut is not None else None
+        # measured / predicted latency ratios of past evaluations (latency budget, measured mode); saved in
+        # search checkpoints. Their recent median corrects the table's predictions inside the env's wall.
+        self.lut_feedback: list[float] = []
+        self.feedback_on = cfg.budget_kind == "latency" and cfg.latency_mode == "measured" and cfg.lut_feedback > 0
+        # kept channels -> (outcome, info): identical networks are not re-evaluated; saved in search checkpoints.
+        self.cache: dict[tuple[int, ...], tuple[Outcome, dict[str, Any]]] = {}
+        self.baseline_top1 = self.accuracy(self.model)
+        self.baseline_latency_ms = self.meter.measure(self.model).median_ms if self.meter else self.base_lut_ms
+
+    def accuracy(self, model: nn.Module) -> float:
+        """Top-1 (percent) of `model` on the held-out images, with the configured evaluation runtime."""
+        res = evaluate_tensors(model, self.data.val_images, self.data.val_labels, batch_size=self.cfg.eval_batch_size,
+                               runtime=self.cfg.eval_runtime)
+        return res.top1
+
+    @property
+    def lut_correction(self) -> float:
+        """Factor applied to the table's predicted latency of pruned networks (1 = none)."""
+        if not self.feedback_on or not self.lut_feedback:
+            return 1.0
+        median = statistics.median(self.lut_feedback[-self.cfg.lut_feedback :])
+        return min(max(median, CORRECTION_RANGE[0]), CORRECTION_RANGE[1])
+
+    def compress(self, ratios: Mapping[str, float], timing: dict[str, float] | None = None) -> nn.Module:
+        """The network pruned to `ratios` exactly as episodes see it (reconstruction and BatchNorm
+        recalibration as configured), before any fine-tuning; seconds spent go into `timing`."""
+        timing = {} if timing is None else timing
+        t = time.perf_counter()
+        calib = self.data.calib_images if self.cfg.prune.reconstruct else None
+        pruned = self.pruner.prune(dict(ratios), calib)
+        timing["prune_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        if self.cfg.bn_recalib_batches > 0:
+            n = self.cfg.bn_recalib_batches * self.cfg.bn_recalib_batch_size
+            recalibrate_bn(pruned, self.data.calib_images[:n], self.cfg.bn_recalib_batch_size)
+        timing["recalib_s"] = time.perf_counter() - t
+        return pruned.eval()
+
+    def evaluate(self, ratios: Mapping[str, float], steps_s: float = 0.0) -> tuple[Outcome, dict[str, Any]]:
+        """Outcome and info of the network pruned to `ratios` (any groups, no budget wall), cached by kept
+        channels. Episodes end here; baselines that probe single groups (sensitivity analysis) call it directly."""
+        ratios = dict(ratios)
+        kept = self.pruner.kept_channels(ratios)
+        key = cache_key(kept)
+        if key in self.cache:
+            outcome, info = self.cache[key]
+            return outcome, {**info, "cached": True, "schedule": ratios}
+        timing = {"steps_s": steps_s}
+        pruned = self.compress(ratios, timing)
+        t = time.perf_counter()
+        top1 = self.accuracy(pruned)
+        timing["eval_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        latency_ms, speedup, baseline_ms = self._latency(pruned, kept)
+        timing["latency_s"] = time.perf_counter() - t
+        timing["total_s"] = sum(timing.values())
+        correction = self.lut_correction
+        if self.feedback_on and speedup:
+            predicted_ratio = self.lut.predict_ms(kept) / self.base_lut_ms
+            self.lut_feedback.append((1.0 / speedup) / predicted_ratio)
+        macs, params = self.cost_model.macs(kept), self.cost_model.params(kept)
+        outcome = Outcome(
+            top1=top1 / 100.0,
+            macs=macs,
+            macs_ratio=macs / self.base_macs,
+            params_ratio=params / self.base_params,
+            latency_ratio=None if speedup is None else 1.0 / speedup,
+            budget=self.cfg.budget,
+        )
+        info = {
+            "schedule": ratios,
+            "kept_channels": kept,
+            "top1": top1,
+            "baseline_top1": self.baseline_top1,
+            "latency_ms": latency_ms,
+            "baseline_latency_ms": baseline_ms,
+            "speedup": speedup,
+            "macs": macs,
+            "macs_ratio": outcome.macs_ratio,
+            "params": params,
+            "params_ratio": outcome.params_ratio,
+            "timing": timing,
+            "cached": False,
+            **({"lut_correction": correction} if self.feedback_on else {}),
+        }
+        self.cache[key] = (outcome, info)
+        return outcome, info
+
+    def evaluate_batch(self, schedules: Sequence[Mapping[str, float]]) -> list[tuple[Outcome, dict[str, Any]]]:
+        """Several schedules, scored in order (what a parallel backend distributes)."""
+        return [self.evaluate(s) for s in schedules]
+
+    def _latency(self, pruned: nn.Module, kept: Mapping[str, int]) -> tuple[float | None, float | None, float | None]:
+        if self.cfg.latency_mode == "measured":
+            cmp = self.meter.compare(self.model, pruned)
+            return cmp.latency_ms, cmp.speedup, cmp.baseline_ms
+        if self.cfg.latency_mode == "lut":
+            ms = self.lut.predict_ms(kept)
+            return ms, self.base_lut_ms / ms, self.base_lut_ms
+        return None, None, None
+
+    def remeasure(self, ratios: Mapping[str, float], rounds: int) -> tuple[Outcome, dict[str, Any]]:
+        """Outcome and info of an evaluated policy with its latency timed again over `rounds` pairs.
+
+        The best of many episodes scored on noisy timings is, on average, one whose timing was lucky (the
+        winner's curse): a search keeps the policy that measured fastest, not the one that is. Re-timing the
+        leading candidates longer before choosing removes most of that bias. The new figures replace the
+        cached ones, so later episodes that reach the same channel counts see them too.
+        """
+        if self.meter is None:
+            raise ConfigError("remeasure needs env.latency_mode: measured.")
+        kept = self.pruner.kept_channels(ratios)
+        key = cache_key(kept)
+        if key not in self.cache:
+            raise ValueError("remeasure: this policy was not evaluated (play it as an episode first).")
+        outcome, info = self.cache[key]
+        calib = self.data.calib_images if self.cfg.prune.reconstruct else None
+        pruned = self.pruner.prune(dict(ratios), calib)
+        meter = LatencyMeter(dataclasses.replace(self.cfg.latency, rounds=rounds), self.input_shape)
+        cmp = meter.compare(self.model, pruned)
+        outcome = dataclasses.replace(outcome, latency_ratio=1.0 / cmp.speedup)
+        info = {**info, "latency_ms": cmp.latency_ms, "baseline_latency_ms": cmp.baseline_ms, "speedup": cmp.speedup,
+                "speedup_in_episode": info.get("speedup_in_episode", info["speedup"]), "remeasured_rounds": rounds}
+        self.cache[key] = (outcome, info)
+        return outcome, {**info, "schedule": dict(ratios)}
+
