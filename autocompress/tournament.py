@@ -24,6 +24,7 @@ from torch.utils.data import Subset
 from autocompress.atomic import atomic_write_text
 from autocompress.config import TournamentConfig, TrainConfig
 from autocompress.data import DataBundle, take_tensors
+from autocompress.envs.evaluator import cache_key
 from autocompress.measure.accuracy import evaluate_tensors
 from autocompress.train import train
 
@@ -47,8 +48,7 @@ def leaders(records: list[dict[str, Any]], kept_of: Any, count: int) -> list[dic
     seen: set[tuple[int, ...]] = set()
     out = []
     for rec in sorted(records, key=lambda r: (-r["reward"], r["episode"])):
-        kept = kept_of(rec["schedule"])
-        key = tuple(kept[k] for k in sorted(kept))
+        key = cache_key(kept_of(rec["schedule"]))  # the evaluator's notion of "the same network"
         if key not in seen:
             seen.add(key)
             out.append(rec)
