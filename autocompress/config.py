@@ -694,14 +694,21 @@ class _ConfigLoader(yaml.SafeLoader):
 _ConfigLoader.add_constructor("tag:yaml.org,2002:int", _ConfigLoader.construct_yaml_int)
 
 
+def read_capped(path: Path, limit: int) -> bytes | None:
+    """A user file's bytes, or None when it is larger than `limit` (never read further: a wrong path to a
+    huge file must not fill the memory). OSError passes through for the caller's own message."""
+    with Path(path).open("rb") as f:
+        raw = f.read(limit + 1)
+    return None if len(raw) > limit else raw
+
+
 def _read_yaml(path: Path) -> Any:
     """Parse one config file: size-capped, UTF-8, through _ConfigLoader; every failure is a ConfigError."""
     try:
-        with path.open("rb") as f:
-            raw = f.read(MAX_CONFIG_BYTES + 1)
+        raw = read_capped(path, MAX_CONFIG_BYTES)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config ({exc.strerror or exc}).") from None
-    if len(raw) > MAX_CONFIG_BYTES:
+    if raw is None:
         raise ConfigError(f"{path}: over {MAX_CONFIG_BYTES:,} bytes; is this really an experiment config?")
     try:
         text = raw.decode("utf-8")

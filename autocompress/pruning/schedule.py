@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from autocompress.atomic import atomic_write_text
-from autocompress.config import AutocompressError
+from autocompress.config import AutocompressError, read_capped
 
 FORMAT = "autocompress.schedule"
 VERSION = 1
@@ -199,11 +199,10 @@ class Schedule:
         if not path.is_file():
             raise ScheduleError(f"schedule file {str(path)!r} does not exist.")
         try:
-            with path.open("rb") as f:
-                raw = f.read(MAX_BYTES + 1)
+            raw = read_capped(path, MAX_BYTES)
         except OSError as exc:
             raise ScheduleError(f"schedule file {str(path)!r} cannot be read ({exc.strerror or exc}).") from None
-        if len(raw) > MAX_BYTES:
+        if raw is None:
             raise ScheduleError(f"{path}: larger than {MAX_BYTES // 2**20} MB, far beyond any schedule ({_TOO_BIG}).")
         return cls.from_json(raw, str(path))
 
