@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -116,6 +117,9 @@ def test_quickstart_end_to_end(tmp_path):
     schedule = Schedule.load(out / BEST_SCHEDULE)
     assert summary["pruned"]["macs"] <= 0.5 * summary["baseline"]["macs"] * 1.0001
     assert summary["baseline"]["top1"] > 80, "the quickstart baseline should learn the digits"
+    # what the user is told: the plan before the work, plain progress lines (stderr is not a terminal here)
+    assert "plan: search 100 episodes" in proc.stderr and "fine-tune 12 epochs x" in proc.stderr
+    assert "\r" not in proc.stderr and "search[ddpg]: 100/100 (100%)" in proc.stderr
     check = ("from autocompress.export import load_pruned; import torch; m, s = load_pruned(r'%s'); "
              "print(m(torch.zeros(1, 1, 16, 16)).shape[-1], len(s.groups))" % (out / "pruned_model.pt"))
     loaded = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
@@ -262,6 +266,7 @@ def test_sigkill_at_random_episodes_then_resume_equals_an_uninterrupted_run(tmp_
     done = subprocess.run([sys.executable, "-m", "autocompress", *again, "--no-finalize", "--quiet"], cwd=REPO,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
+    assert re.search(r"resumed .*killed after episode \d+ of 30", done.stderr), done.stderr[-500:]
     a, b = history(tmp_path / "straight"), history(tmp_path / "killed")
     assert [h["episode"] for h in b] == list(range(30)), f"episodes lost or repeated (kills at {targets})"
     assert [h["reward"] for h in a] == [h["reward"] for h in b]
