@@ -228,6 +228,15 @@ class SearchConfig:
     torch_threads: int | None = None
     """Intra-op threads for evaluation and training; None keeps torch's default (all cores). On a busy shared
     machine 1 thread was ~4x faster than 2 here."""
+    workers: int = 1
+    """Evaluations in flight at once (1: in this process, one episode at a time)."""
+    batch_episodes: int | None = None
+    """Episodes the agent proposes per round before it learns from them (None: as many as workers). The
+    same seed and batch size give the same episodes with any number of workers."""
+    backend: Literal["local", "ray"] = "local"
+    """Where the evaluations run: in this process, or on Ray workers (`pip install -e ".[ray]"`)."""
+    address: str | None = None
+    """Ray cluster to join (e.g. "127.0.0.1:6379"); None starts a local one."""
 
 
 @dataclass(frozen=True)
@@ -543,6 +552,11 @@ def _validate_search(obj: SearchConfig, where: str) -> None:
     if obj.torch_threads is not None:
         _check_count(obj.torch_threads, f"{where}.torch_threads", 1, MAX_THREADS, "null: torch's default")
     _check(obj.checkpoint_every >= 1, f"{where}.checkpoint_every", "must be >= 1.")
+    _check_count(obj.workers, f"{where}.workers", 1, MAX_THREADS, "1: in this process")
+    if obj.batch_episodes is not None:
+        _check_count(obj.batch_episodes, f"{where}.batch_episodes", 1, 10_000, "null: as many as workers")
+    _check(obj.backend == "ray" or obj.workers == 1, f"{where}.workers",
+           f"{obj.workers} workers need backend: ray (the local backend evaluates in this process).")
 
 
 def _validate_learner(obj: DDPGConfig | DQNConfig, where: str) -> None:

@@ -30,6 +30,7 @@ from autocompress.config import AutocompressError, ExperimentConfig, dump_config
 from autocompress.envs import DiscreteActions, NetCompressEnv
 from autocompress.envs.rewards import Outcome
 from autocompress.measure.latency import LatencyMeter
+from autocompress.parallel import make_backend
 from autocompress.paths import ensure_writable
 from autocompress.progress import progress as progress_bar
 from autocompress.pruning import Schedule
@@ -39,7 +40,8 @@ from autocompress.runlog import RunLogger
 
 CHECKPOINT = "checkpoint.pt"
 BEST_SCHEDULE = "best_schedule.json"
-_RESUMABLE_CHANGES = ("episodes", "out_dir", "checkpoint_every", "torch_threads")
+_RESUMABLE_CHANGES = ("episodes", "out_dir", "checkpoint_every", "torch_threads", "workers", "backend", "address")
+"""Settings a resume may change: they do not change which episodes are played (the round size stays)."""
 
 
 class SearchError(AutocompressError):
@@ -156,6 +158,7 @@ def make_agent(cfg: ExperimentConfig, env: NetCompressEnv) -> tuple[Any, gym.Env
 
 def _comparable(cfg: ExperimentConfig) -> dict[str, Any]:
     data = to_dict(cfg)
+    data["search"]["batch_episodes"] = cfg.search.batch_episodes or cfg.search.workers  # the round size
     for key in _RESUMABLE_CHANGES:
         data["search"].pop(key, None)
     return data
@@ -260,7 +263,10 @@ class Search:
             meta, tensors = _legacy_meta(tensors), {"agent": tensors.get("agent") if isinstance(tensors, dict) else None}
         if not isinstance(meta, dict) or meta.get("format") != "autocompress.checkpoint":
             raise SearchError(f"{path} is not an autocompress search checkpoint.")
-        if meta["config"] != _comparable(self.cfg):
+        stored = meta.get("config") or {}
+        if isinstance(stored.get("search"), dict):  # written before rounds existed: one episode per round
+            stored["search"].setdefault("batch_episodes", 1)
+        if stored != _comparable(self.cfg):
             raise SearchError(
                 f"{self.run_dir} was made with a different config; resume with the same config "
                 f"(only {', '.join('search.' + k for k in _RESUMABLE_CHANGES)} may change) or use a new --out."
@@ -353,8 +359,65 @@ class Search:
             if terminated or truncated:
                 return {"episode": self.episode, "reward": float(reward), **info}
 
+    def _plan_episode(self, episode: int) -> tuple[list[tuple[Any, Any, Any, bool]], dict[str, Any]]:
+        """Play an episode without scoring it (env.defer_evaluation): its transitions and last step's info."""
+        obs, _ = self.act_env.reset(seed=self.cfg.search.seed * 1_000_003 + episode)
+        steps = []
+        while True:
+            action = self.agent.act(obs, explore=True)
+            next_obs, _, terminated, truncated, info = self.act_env.step(action)
+            steps.append((obs, action, next_obs, bool(terminated)))
+            obs = next_obs
+            if terminated or truncated:
+                return steps, info
+
+    def _learn(self, steps: list[tuple[Any, Any, Any, bool]], info: dict[str, Any], outcome: Outcome,
+               scored: dict[str, Any]) -> tuple[dict[str, Any], dict[str, float]]:
+        """Feed a scored episode to the agent, in the order it was played; its record and the update's metrics."""
+        reward = float(self.env.reward_fn(outcome))
+        for obs, action, next_obs, terminated in steps:
+            self.agent.observe(obs, action, reward if terminated else 0.0, next_obs, terminated)
+        step_info = {k: v for k, v in info.items() if k not in ("deferred", "steps_s", "schedule")}
+        return {"episode": self.episode, **step_info, **scored, "reward": reward}, self.agent.update()
+
+    def _after_episode(self, record: dict[str, Any], metrics: dict[str, float], log: RunLogger, bar: Any) -> None:
+        improved = self.best is None or record["reward"] > self.best["reward"]
+        if improved:
+            self.best = {k: v for k, v in record.items() if k not in ("group", "prune_ratio")}
+            best_schedule(self.env, self.cfg, self.best).save(self.run_dir / BEST_SCHEDULE)
+        log.episode(self.episode, _loggable(record), metrics, self.best)
+        if improved:
+            names = self.env.group_names
+            log.best_policy(self.episode, names, [self.best["schedule"][n] for n in names],
+                            f"best policy, episode {self.episode}: top-1 {self.best['top1']:.2f}%")
+        self.episode += 1
+        bar.set_postfix(_postfix(self.best), refresh=False)
+        bar.update(1)  # after the postfix, so a line printed by this update shows this episode's best
+
+    def _run_batched(self, end: int, log: RunLogger, bar: Any) -> None:
+        """Rounds of `batch_episodes` episodes: all proposed first, scored together (on the backend's
+        workers), then learned from in proposal order; checkpoints only between rounds, so a resume replays
+        the same rounds."""
+        batch = self.cfg.search.batch_episodes or self.cfg.search.workers
+        backend = make_backend(self.env.evaluator, self.cfg.search)
+        self.env.defer_evaluation = True
+        try:
+            while self.episode < end:
+                planned = [self._plan_episode(self.episode + i) for i in range(min(batch, end - self.episode))]
+                results = backend.evaluate([info["schedule"] for _, info in planned],
+                                           [info["steps_s"] for _, info in planned])
+                before = self.episode
+                for (steps, info), (outcome, scored) in zip(planned, results, strict=True):
+                    self._after_episode(*self._learn(steps, info, outcome, scored), log, bar)
+                every = self.cfg.search.checkpoint_every
+                if self.episode // every > before // every or self.episode == self.cfg.search.episodes:
+                    self._save_checkpoint()
+        finally:
+            self.env.defer_evaluation = False
+            backend.close()
+
     def run(self, progress: bool = True, stop_after: int | None = None) -> SearchResult:
-        """Play episodes until `search.episodes`.
+        """Play episodes until `search.episodes` (in rounds when `search.batch_episodes` or workers > 1).
 
         `stop_after` plays only that many more and returns without a final checkpoint, as a killed
         run would (used to test resume).
@@ -366,22 +429,13 @@ class Search:
             log.config(dump_config(self.cfg))
         bar = progress_bar(total=total, initial=self.episode, desc=f"search[{self.cfg.search.agent}]",
                            disable=not progress, dynamic_ncols=True)
+        batched = (self.cfg.search.batch_episodes or self.cfg.search.workers) > 1 or self.cfg.search.backend != "local"
         try:
-            while self.episode < end:
+            if batched:
+                self._run_batched(end, log, bar)
+            while not batched and self.episode < end:
                 record = self._play_episode()
-                metrics = self.agent.update()
-                improved = self.best is None or record["reward"] > self.best["reward"]
-                if improved:
-                    self.best = {k: v for k, v in record.items() if k not in ("group", "prune_ratio")}
-                    best_schedule(self.env, self.cfg, self.best).save(self.run_dir / BEST_SCHEDULE)
-                log.episode(self.episode, _loggable(record), metrics, self.best)
-                if improved:
-                    names = self.env.group_names
-                    log.best_policy(self.episode, names, [self.best["schedule"][n] for n in names],
-                                    f"best policy, episode {self.episode}: top-1 {self.best['top1']:.2f}%")
-                self.episode += 1
-                bar.set_postfix(_postfix(self.best), refresh=False)
-                bar.update(1)  # after the postfix, so a line printed by this update shows this episode's best
+                self._after_episode(record, self.agent.update(), log, bar)
                 if self.episode % self.cfg.search.checkpoint_every == 0 or self.episode == total:
                     self._save_checkpoint()
             if self.episode == total and self.best and self.confirmed_at != self.episode:

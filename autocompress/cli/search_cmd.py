@@ -29,6 +29,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help="seed (overrides search.seed)")
     p.add_argument("--agent", choices=SEARCH_METHODS, help="overrides search.agent")
     p.add_argument("--threads", type=int, help="torch intra-op threads (overrides search.torch_threads)")
+    p.add_argument("--workers", type=int, help="evaluations in flight (overrides search.workers; > 1 needs ray)")
+    p.add_argument("--batch-episodes", type=int, help="episodes per round (overrides search.batch_episodes)")
+    p.add_argument("--backend", choices=("local", "ray"), help="where episodes are scored (search.backend)")
+    p.add_argument("--address", help="Ray cluster to join, e.g. 127.0.0.1:6379 (search.address)")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="DIR",
                    help="continue a killed search in DIR (or in --out / the config's out_dir)")
     p.add_argument("--no-finalize", action="store_true", help="stop after the search (no apply / fine-tune / test)")
@@ -74,6 +78,11 @@ def _search(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise AutocompressError(f"--threads must be >= 1, got {args.threads}.")
         cfg = replace(cfg, search=replace(cfg.search, torch_threads=args.threads))
+    overrides = {k: v for k, v in (("workers", args.workers), ("batch_episodes", args.batch_episodes),
+                                   ("backend", args.backend), ("address", args.address)) if v is not None}
+    if overrides:
+        cfg = replace(cfg, search=replace(cfg.search, **overrides))
+        validate(cfg.search, "search")
     summary = run_experiment(cfg, resume=bool(args.resume), progress=not args.quiet, finalize_run=not args.no_finalize)
     print(json.dumps(summary, indent=2, default=float))
     return 0

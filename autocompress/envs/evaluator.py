@@ -170,6 +170,21 @@ class Evaluator:
         self.cache[key] = (outcome, info)
         return outcome, info
 
+    def with_measured_latency(self, ratios: Mapping[str, float], outcome: Outcome,
+                              info: dict[str, Any]) -> tuple[Outcome, dict[str, Any]]:
+        """An outcome scored elsewhere (a worker that only measured accuracy), timed here against the unpruned
+        network, so that timings never overlap each other."""
+        kept = self.pruner.kept_channels(ratios)
+        t = time.perf_counter()
+        latency_ms, speedup, baseline_ms = self._latency(self.pruner.prune(dict(ratios)), kept)
+        correction = self.lut_correction
+        if self.feedback_on and speedup:
+            self.lut_feedback.append((1.0 / speedup) / (self.lut.predict_ms(kept) / self.base_lut_ms))
+        timing = {**info.get("timing", {}), "latency_s": time.perf_counter() - t}
+        info = {**info, "latency_ms": latency_ms, "baseline_latency_ms": baseline_ms, "speedup": speedup,
+                "timing": timing, **({"lut_correction": correction} if self.feedback_on else {})}
+        return dataclasses.replace(outcome, latency_ratio=None if speedup is None else 1.0 / speedup), info
+
     def evaluate_batch(self, schedules: Sequence[Mapping[str, float]]) -> list[tuple[Outcome, dict[str, Any]]]:
         """Several schedules, scored in order (what a parallel backend distributes)."""
         return [self.evaluate(s) for s in schedules]

@@ -116,6 +116,9 @@ class NetCompressEnv(gym.Env):
         self._prev_action = 0.0
         self._step_s = 0.0
         self._running = False  # an episode is in progress: reset() was called and it has not terminated
+        self.defer_evaluation = False
+        """True: the last step returns the schedule (info["deferred"]) with reward 0 and scores nothing; the
+        caller scores it with `evaluator` (a search evaluating a batch of episodes at once)."""
 
     # ----------------------------------------------------------------- the evaluator's state, by its old names
     model = property(lambda self: self.evaluator.model)
@@ -206,7 +209,10 @@ class NetCompressEnv(gym.Env):
         reward = 0.0
         obs = self._observe()
         self._step_s += time.perf_counter() - t0  # the env's own work: wall, features
-        if terminated:
+        if terminated and self.defer_evaluation:  # a batched search scores the schedule itself, maybe elsewhere
+            self._running = False
+            info.update(schedule=dict(self._ratios), steps_s=self._step_s, deferred=True)
+        elif terminated:
             self._running = False
             outcome, final = self._finish()
             reward = self.reward_fn(outcome)
