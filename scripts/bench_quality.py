@@ -2,7 +2,7 @@
 
 For each config (ResNet-20 / ResNet-56 on the complete CIFAR-10 as JPEG, 50% MACs) and each method and seed,
 one cell: the search (`autocompress.search.Search`, the config's tournament for the search methods, which
-chooses on val only), then the chosen schedule applied (`env.compress`: prune + BatchNorm recalibration),
+chooses on val only), then the chosen schedule applied (`env.evaluator.compress`: prune + BatchNorm recalibration),
 top-1 on all test images before fine-tuning, the config's fine-tune recipe (the same for every method), top-1
 after, MACs ratio, and speedups measured in alternation against the unpruned network in eager PyTorch and in
 ONNX Runtime (batch 1, one thread). Finished cells are written to `--work/<model>/<method>-seed<S>/cell.json`
@@ -70,12 +70,12 @@ def speedups(env: Any, pruned: torch.nn.Module, rounds: int) -> dict[str, float]
 
 def search_cell(cfg: ExperimentConfig, env: Any, bundle: Any, run_dir: Path) -> tuple[dict[str, Any], float]:
     """Run (or resume) the search; the chosen record (tournament winner for search methods) and its seconds."""
-    env.evaluation_cache.clear()  # another cell's evaluations must not count as this one's episodes
+    env.evaluator.cache.clear()  # another cell's evaluations must not count as this one's episodes
     start = time.perf_counter()
     result = Search(cfg, env, run_dir, resume=(run_dir / CHECKPOINT).is_file()).run(progress=True)
     if cfg.tournament is not None and cfg.search.agent not in ONE_EPISODE:
         result = choose_by_tournament(cfg, env, bundle, result)
-    return {**result.best, "evaluations": len(env.evaluation_cache)}, time.perf_counter() - start
+    return {**result.best, "evaluations": len(env.evaluator.cache)}, time.perf_counter() - start
 
 
 def run_cell(cfg: ExperimentConfig, env: Any, bundle: Any, method: str, seed: int, work: Path,
@@ -86,7 +86,7 @@ def run_cell(cfg: ExperimentConfig, env: Any, bundle: Any, method: str, seed: in
     cfg = replace(cfg, search=replace(cfg.search, agent=method, seed=seed, out_dir=str(run_dir)))
     best, search_s = search_cell(cfg, env, bundle, run_dir)
     schedule = Schedule.load(run_dir / "best_schedule.json")
-    pruned = env.compress(schedule.prune_ratios())
+    pruned = env.evaluator.compress(schedule.prune_ratios())
     before = predictions(pruned, bundle.test)
     torch.manual_seed(seed)  # the fine-tune's data order and augmentation
     start = time.perf_counter()
@@ -116,7 +116,7 @@ def retime(env: Any, work: Path, rounds: int) -> None:
     """Speedups of every finished cell measured again (the search and fine-tunes may have shared the CPU)."""
     for path in sorted(work.glob(f"*/{CELL}")):
         cell = json.loads(path.read_text())
-        pruned = env.compress(Schedule.load(path.parent / "best_schedule.json").prune_ratios())
+        pruned = env.evaluator.compress(Schedule.load(path.parent / "best_schedule.json").prune_ratios())
         cell.update(speedups(env, pruned, rounds), retimed=dt.datetime.now().astimezone().isoformat(timespec="seconds"),
                     retimed_loadavg=os.getloadavg()[0])
         write_json_atomic(path, cell)

@@ -117,12 +117,12 @@ def run_one(cfg: ExperimentConfig, env: Any, bundle: Any, method: str, seed: int
     if done.is_file():
         return json.loads(done.read_text())
     run_cfg = replace(cfg, search=replace(cfg.search, agent=method, seed=seed, out_dir=str(run_dir)))
-    env.evaluation_cache.clear()  # evaluations of another run must not count as this run's episodes
+    env.evaluator.cache.clear()  # evaluations of another run must not count as this run's episodes
     start = time.perf_counter()
     search = Search(run_cfg, env, run_dir, resume=(run_dir / CHECKPOINT).is_file())
     result = search.run(progress=progress)
     search_s = time.perf_counter() - start
-    distinct = len(env.evaluation_cache)
+    distinct = len(env.evaluator.cache)
     torch.manual_seed(seed)  # fine-tuning's augmentation draws from the global generator
     start = time.perf_counter()
     summary = finalize(run_cfg, env, bundle, result, progress=progress)

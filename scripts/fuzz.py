@@ -101,7 +101,7 @@ def build_fixture(tmp: Path) -> Fixture:
         search.run(progress=False)
     ratios = {g.name: 0.5 for g in env.pruner.groups}
     schedule = Schedule.from_pruner(env.pruner, ratios, cfg.model.name)
-    pruned = env.compress(ratios)
+    pruned = env.evaluator.compress(ratios)
     save_pruned(tmp / "pruned.pt", pruned, schedule, cfg.model.name, bundle.num_classes, env.input_shape[0],
                 env.input_shape)
     payload = torch.load(tmp / "pruned.pt", weights_only=True)

@@ -82,14 +82,14 @@ def measure(env: Any, bundle: Any, ratios: dict[str, float], args: argparse.Name
     rec: dict[str, Any] = {"schedule": ratios}
     plain = env.pruner.prune(ratios)
     rec["acc_pruned"] = evaluate_tensors(plain, env.data.val_images, env.data.val_labels).top1
-    _, info = env.evaluate_policy(ratios)
+    _, info = env.evaluator.evaluate(ratios)
     rec["acc_recalib"], rec["macs_ratio"] = info["top1"], info["macs_ratio"]
     for b in args.short_batches:
         t = time.perf_counter()
-        model = short_finetune(env.compress(ratios), bundle, b, finetune.lr, env.model, args.seed)
+        model = short_finetune(env.evaluator.compress(ratios), bundle, b, finetune.lr, env.model, args.seed)
         rec[f"short_ft_{b}"] = evaluate_tensors(model, *val).top1
         rec[f"short_ft_{b}_s"] = time.perf_counter() - t
-    model = env.compress(ratios)
+    model = env.evaluator.compress(ratios)
     torch.manual_seed(args.seed)
     t = time.perf_counter()
     train(model, bundle, finetune, teacher=env.model, progress=False)
