@@ -102,3 +102,17 @@ def test_cli_quantize_writes_the_model_and_reports(tmp_path, capsys):
     assert main(["quantize", "--model", "tiny_cnn", "--data", "digits", "--keep-fp32", "nope", "--out",
                  str(tmp_path / "x.onnx")]) == 2
     assert "not quantizable layers" in capsys.readouterr().err
+
+
+def test_per_layer_int8_sensitivity_scores_each_layer_alone():
+    from autocompress.quantize import int8_sensitivity
+
+    torch.manual_seed(0)
+    model = get_model("tiny_cnn", num_classes=10, in_channels=1).eval()
+    images = torch.randn(64, 1, 8, 8)
+    with torch.no_grad():
+        labels = model(images).argmax(1)  # the FP32 network is right on all of them by construction
+    sens = int8_sensitivity(model, images[:32], images, labels, QuantConfig(calib_images=32))
+    assert set(sens) == {n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)}
+    for s in sens.values():
+        assert 0 < s["logit_error"] < 0.5 and 0 <= s["top1_drop"] <= 100
