@@ -284,30 +284,37 @@ def write_report(args: argparse.Namespace, work: Path, adapted: dict[str, float]
 
 
 def plot(rows: list[dict[str, Any]], adapted: dict[str, float], path: str) -> None:
-    """One panel per model: each seed's test top-1 before (hollow) and after (filled) fine-tuning."""
+    """Per model, two panels: test top-1 after fine-tuning (zoomed: the differences that matter are tenths of a
+    point) with each method's mean, and right after pruning (before fine-tuning)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     models = sorted({r["model"] for r in rows})
-    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4), squeeze=False)
-    for ax, model in zip(axes[0], models, strict=True):
+    fig, axes = plt.subplots(2, len(models), figsize=(6.5 * len(models), 7), squeeze=False,
+                             gridspec_kw={"height_ratios": [3, 2]})
+    for col, model in enumerate(models):
         sel = [r for r in rows if r["model"] == model]
         methods = sorted({r["method"] for r in sel}, key=lambda m: list(AGENTS).index(m))
-        for x, method in enumerate(methods):
-            mine = [r for r in sel if r["method"] == method]
-            jitter = np.linspace(-0.12, 0.12, len(mine)) if len(mine) > 1 else [0.0]
-            ax.scatter(x + np.asarray(jitter), [r["top1_after_ft"] for r in mine], color="C0", zorder=3,
-                       label="after fine-tuning" if x == 0 else None)
-            ax.scatter(x + np.asarray(jitter), [r["top1_before_ft"] for r in mine], facecolors="none",
-                       edgecolors="C1", label="before (right after pruning)" if x == 0 else None)
+        for panel, key in ((axes[0][col], "top1_after_ft"), (axes[1][col], "top1_before_ft")):
+            for x, method in enumerate(methods):
+                values = [r[key] for r in sel if r["method"] == method]
+                jitter = np.linspace(-0.12, 0.12, len(values)) if len(values) > 1 else np.zeros(1)
+                panel.scatter(x + jitter, values, color="C0" if key == "top1_after_ft" else "C1", zorder=3)
+                if key == "top1_after_ft":
+                    panel.hlines(np.mean(values), x - 0.25, x + 0.25, color="C0", lw=2)
+                    panel.annotate(f"{np.mean(values):.2f}", (x + 0.27, np.mean(values)), xytext=(2, 0),
+                                   textcoords="offset points", ha="left", va="center", fontsize=9)
+            panel.set_xticks(range(len(methods)), methods, fontsize=10)
+        top, bottom = axes[0][col], axes[1][col]
         if model in adapted:
-            ax.axhline(adapted[model], color="grey", ls="--", lw=1, label=f"unpruned {adapted[model]:.2f}%")
-        ax.set_xticks(range(len(methods)), methods)
-        ax.set_ylabel("test top-1 (%), 10,000 images")
-        ax.set_title(f"{model}, {sel[0]['budget']}, {sel[0]['ft_epochs']} FT epochs")
-        ax.legend(fontsize=8, loc="lower right")
+            top.axhline(adapted[model], color="grey", ls="--", lw=1, label=f"unpruned {adapted[model]:.2f}%")
+            top.legend(fontsize=9, loc="lower left")
+        top.set_ylabel("top-1 after fine-tuning (%)")
+        top.set_title(f"{model}, {sel[0]['budget']}, {sel[0]['ft_epochs']} FT epochs, "
+                      f"{sel[0]['test_images']:,} test images\n(dot = one seed, bar = mean)", fontsize=10)
+        bottom.set_ylabel("top-1 right after pruning (%)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
