@@ -96,11 +96,13 @@ def layer_nodes(onnx_bytes: bytes) -> dict[str, list[str]]:
 
 
 def quantize_int8(model: nn.Module, calib_images: torch.Tensor, cfg: QuantConfig | None = None,
-                  keep_fp32: Iterable[str] = ()) -> OrtModule:
+                  keep_fp32: Iterable[str] = (), only: Iterable[str] | None = None) -> OrtModule:
     """`model` as a static-INT8 ONNX Runtime model; layers named in `keep_fp32` stay FP32.
 
     The FP32 graph is exported with a free batch size, calibrated on `calib_images` (N, C, H, W; only the
-    first cfg.calib_images are used) and quantized with QDQ nodes around every other Conv/Gemm/MatMul.
+    first cfg.calib_images are used) and quantized with QDQ nodes around every other Conv/Gemm/MatMul (and
+    the ops ONNX Runtime quantizes with them, e.g. residual Adds). `only` quantizes just those layers' nodes,
+    nothing else: a per-layer sensitivity measurement.
     """
     cfg = cfg or QuantConfig()
     validate(cfg, "quant")
@@ -111,22 +113,25 @@ def quantize_int8(model: nn.Module, calib_images: torch.Tensor, cfg: QuantConfig
         q.quant_pre_process(str(src), str(pre))  # shape inference + graph cleanup, as ORT recommends
         layers = layer_nodes(pre.read_bytes())  # node names after pre-processing
         keep = _checked_keep(keep_fp32, layers)
+        chosen = None if only is None else [n for name in _checked_keep(only, layers) for n in layers[name]]
         methods = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
                    "percentile": q.CalibrationMethod.Percentile}
         q.quantize_static(
             str(pre), str(dst), _Calibration(calib_images[: cfg.calib_images]), quant_format=q.QuantFormat.QDQ,
             per_channel=cfg.per_channel, activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
             nodes_to_exclude=[n for name in keep for n in layers[name]], calibrate_method=methods[cfg.calibration],
+            nodes_to_quantize=chosen,
         )
         blob = dst.read_bytes()
-    return OrtModule(blob, {name: "fp32" if name in keep else "int8" for name in layers})
+    int8 = set(layers) - keep if only is None else set(only) - keep
+    return OrtModule(blob, {name: "int8" if name in int8 else "fp32" for name in layers})
 
 
 def _checked_keep(keep_fp32: Iterable[str], layers: dict[str, list[str]]) -> set[str]:
     keep = set(keep_fp32)
     unknown = sorted(keep - set(layers))
     if unknown:
-        raise QuantizationError(f"keep_fp32 names {unknown[:6]} are not quantizable layers of this model; "
+        raise QuantizationError(f"layer names {unknown[:6]} are not quantizable layers of this model; "
                                 f"choose from {sorted(layers)[:12]}{' ...' if len(layers) > 12 else ''}.")
     return keep
 
@@ -174,7 +179,8 @@ def cpu_int8_flags(flags: Sequence[str] | None = None) -> list[str]:
 
 def int8_sensitivity(model: nn.Module, calib_images: torch.Tensor, images: torch.Tensor, labels: torch.Tensor,
                      cfg: QuantConfig | None = None) -> dict[str, dict[str, float]]:
-    """Per quantizable layer: the network with only that layer in INT8, scored on held-out images.
+    """Per quantizable layer: the network with only that layer's op in INT8 (no other op quantized), scored
+    on held-out images.
 
     What tells a search which layers tolerate 8 bits (HAQ's per-layer sensitivity): `logit_error` is the
     relative L2 error of the logits against FP32, `top1_drop` the points lost. One quantization per layer
@@ -186,7 +192,7 @@ def int8_sensitivity(model: nn.Module, calib_images: torch.Tensor, images: torch
     layers = sorted(layer_nodes(export_onnx_bytes(model, calib_images[:1].cpu())))
     out = {}
     for name in layers:
-        q = quantize_int8(model, calib_images, cfg, keep_fp32=[other for other in layers if other != name])
+        q = quantize_int8(model, calib_images, cfg, only=[name])
         logits = q(images)
         out[name] = {"logit_error": float((logits - ref).norm() / ref.norm().clamp_min(1e-12)),
                      "top1_drop": base - float((logits.argmax(1) == labels).float().mean()) * 100.0}

@@ -31,7 +31,7 @@ from autocompress.config import QuantConfig, load_config
 from autocompress.data import load_data, take_tensors
 from autocompress.envs.factory import build_model
 from autocompress.pruning import Schedule, apply_schedule
-from autocompress.quantize import cpu_int8_flags, int8_report, quantize_int8
+from autocompress.quantize import cpu_int8_flags, int8_report, int8_sensitivity, quantize_int8
 
 METHODS = ("fp32", "int8_ptq")
 PRUNED_METHODS = ("pruned_fp32", "pruned_int8_ptq")
@@ -104,6 +104,23 @@ def pruned_rows(cfg: Any, cell_dir: Path, args: argparse.Namespace, work: Path) 
     return out
 
 
+def sensitivity(cfg: Any, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Per layer: only that layer in INT8, scored on 1,000 val images (`quantize.int8_sensitivity`)."""
+    path = work / cfg.model.name / "int8_sensitivity.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    bundle = load_data(cfg.data)
+    model = build_model(cfg, bundle).eval()
+    calib, _ = take_tensors(bundle.train, args.calib, seed=1)
+    x, y = take_tensors(bundle.val, 1000, seed=0)
+    start = time.perf_counter()
+    layers = int8_sensitivity(model, calib, x, y, QuantConfig(calib_images=args.calib))
+    result = {"model": cfg.model.name, "val_images": len(x), "seconds": time.perf_counter() - start,
+              "layers": layers, "date": dt.datetime.now().astimezone().isoformat(timespec="seconds")}
+    write_json_atomic(path, result)
+    return result
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--configs", nargs="+", required=True, help="experiment YAMLs (model, weights, data)")
@@ -114,6 +131,8 @@ def main() -> None:
     p.add_argument("--pruned-cells", nargs="*", default=[],
                    help="bench_quality cell folders (same model as the first config): their fine-tuned networks "
                         "in FP32 and INT8, as extra rows")
+    p.add_argument("--sensitivity", action="store_true",
+                   help="also each layer's INT8 sensitivity (only that layer quantized) on 1,000 val images")
     p.add_argument("--work", default="runs/quantization")
     p.add_argument("--json", required=True)
     args = p.parse_args()
@@ -125,15 +144,20 @@ def main() -> None:
             row = run_row(cfg, method, args, work)
             print(f"{row['model']:18} {row['method']:9} top-1 {row['top1_after_ft']:.2f}  "
                   f"speedup {row['speedup_measured']:.2f}x  {row['bytes'] / 1e6:.2f} MB", file=sys.stderr)
+    for path in args.configs if args.sensitivity else ():
+        worst = sorted(sensitivity(load_config(path), args, work)["layers"].items(),
+                       key=lambda kv: -kv[1]["logit_error"])[:3]
+        print("most INT8-sensitive: " + ", ".join(f"{n} ({v['logit_error']:.3f})" for n, v in worst), file=sys.stderr)
     for cell_dir in args.pruned_cells:
         for row in pruned_rows(load_config(args.configs[0]), Path(cell_dir), args, work):
             print(f"{row['model']:18} {row['method']:16} top-1 {row['top1']:.2f}  speedup "
                   f"{row['speedup_measured']:.2f}x  {row['bytes'] / 1e6:.2f} MB  ({row['from']})", file=sys.stderr)
     found = [json.loads(q.read_text()) for q in sorted(work.glob("*/*.json"))]
-    rows = [r for r in found if r["method"] in METHODS]
+    rows = [r for r in found if r.get("method") in METHODS]
     write_json_atomic(args.json, {
         "rows": rows,
-        "extra_rows": [r for r in found if r["method"] in PRUNED_METHODS],
+        "extra_rows": [r for r in found if r.get("method") in PRUNED_METHODS],
+        "int8_sensitivity": [r for r in found if "layers" in r],
         "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
         "note": "speedup: ONNX Runtime, batch 1, 1 thread, median of per-pair ratios against the FP32 network "
                 "timed in alternation; INT8 rows are post-training (no fine-tune), so top-1 before = after.",

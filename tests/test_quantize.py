@@ -116,3 +116,12 @@ def test_per_layer_int8_sensitivity_scores_each_layer_alone():
     assert set(sens) == {n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)}
     for s in sens.values():
         assert 0 < s["logit_error"] < 0.5 and 0 <= s["top1_drop"] <= 100
+
+
+def test_only_quantizes_just_the_named_layer(resnet):
+    model, calib = resnet
+    q = quantize_int8(model, calib, QuantConfig(calib_images=32), only=["layer2.0.conv1"])
+    precision = _weight_precision(q.onnx_bytes)
+    assert [n for n, p in precision.items() if p == "int8"] == ["layer2.0.conv1"]
+    ops = [n.op_type for n in onnx.load_from_string(q.onnx_bytes).graph.node]
+    assert ops.count("QuantizeLinear") <= 2  # its input (and weight), no residual Add or pooling quantized
