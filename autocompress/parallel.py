@@ -58,7 +58,12 @@ class RayBackend:
         self.evaluator = evaluator
         self._started = not ray.is_initialized()
         if self._started:
-            ray.init(address=cfg.address, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+            try:
+                ray.init(address=cfg.address, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+            except Exception as exc:  # a wrong --address surfaces as ConnectionError, ValueError, ...
+                raise BackendError(f"could not start or join Ray{f' at {cfg.address}' if cfg.address else ''} "
+                                   f"({type(exc).__name__}: {str(exc)[:200]}); check search.address / --address."
+                                   ) from None
         env_cfg = evaluator.cfg
         if env_cfg.latency_mode == "measured":  # timed here, alone; the workers only score accuracy
             env_cfg = dataclasses.replace(env_cfg, latency_mode="flops", budget_kind="macs")

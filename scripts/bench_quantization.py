@@ -34,6 +34,8 @@ from autocompress.pruning import Schedule, apply_schedule
 from autocompress.quantize import cpu_int8_flags, int8_report, int8_sensitivity, quantize_int8
 
 METHODS = ("fp32", "int8_ptq")
+ROW_KEYS = ("model", "method", "target_speedup", "speedup_measured", "bytes", "test_images", "top1_before_ft",
+            "top1_after_ft", "cpu")
 PRUNED_METHODS = ("pruned_fp32", "pruned_int8_ptq")
 """Extra rows (not the issue's methods): a bench_quality cell's searched, fine-tuned network, as it is and after
 INT8 PTQ; reported under `extra_rows`, since no joint search made them."""
@@ -155,7 +157,8 @@ def main() -> None:
     found = [json.loads(q.read_text()) for q in sorted(work.glob("*/*.json"))]
     rows = [r for r in found if r.get("method") in METHODS]
     write_json_atomic(args.json, {
-        "rows": rows,
+        "rows": [{k: r[k] for k in ROW_KEYS} for r in rows],  # exactly issue #15's shape
+        "details": rows,
         "extra_rows": [r for r in found if r.get("method") in PRUNED_METHODS],
         "int8_sensitivity": [r for r in found if "layers" in r],
         "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),

@@ -33,7 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _quantize(args: argparse.Namespace) -> int:
     from autocompress.atomic import atomic_write
     from autocompress.config import AutocompressError
-    from autocompress.data import load_data, take_tensors
+    from autocompress.data import load_data, make_loader, take_tensors
+    from autocompress.measure.accuracy import evaluate
     from autocompress.quantize import int8_report, quantize_int8
 
     cfg = QuantConfig(calib_images=args.calib_images, calibration=args.calibration)
@@ -47,9 +48,6 @@ def _quantize(args: argparse.Namespace) -> int:
     calib, _ = take_tensors(bundle.train, cfg.calib_images, seed=1)
     int8 = quantize_int8(model, calib, cfg, keep_fp32=args.keep_fp32)
     atomic_write(args.out, lambda f: f.write(int8.onnx_bytes))
-    from autocompress.data import make_loader
-    from autocompress.measure.accuracy import evaluate
-
     fp32_top1 = evaluate(model, make_loader(bundle.test, 500)).top1
     report = int8_report(model, int8, bundle.test, bundle.input_shape, rounds=args.rounds, threads=args.threads)
     report = {"out": args.out, "fp32_top1": fp32_top1, "int8_top1": report.pop("top1"), **report,

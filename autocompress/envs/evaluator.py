@@ -139,9 +139,7 @@ class Evaluator:
         timing["latency_s"] = time.perf_counter() - t
         timing["total_s"] = sum(timing.values())
         correction = self.lut_correction
-        if self.feedback_on and speedup:
-            predicted_ratio = self.lut.predict_ms(kept) / self.base_lut_ms
-            self.lut_feedback.append((1.0 / speedup) / predicted_ratio)
+        self._record_feedback(kept, speedup)
         macs, params = self.cost_model.macs(kept), self.cost_model.params(kept)
         outcome = Outcome(
             top1=top1 / 100.0,
@@ -170,6 +168,11 @@ class Evaluator:
         self.cache[key] = (outcome, info)
         return outcome, info
 
+    def _record_feedback(self, kept: Mapping[str, int], speedup: float | None) -> None:
+        """Measured / table-predicted latency of one network, for the table's correction (latency budgets)."""
+        if self.feedback_on and speedup:
+            self.lut_feedback.append((1.0 / speedup) / (self.lut.predict_ms(kept) / self.base_lut_ms))
+
     def with_measured_latency(self, ratios: Mapping[str, float], outcome: Outcome,
                               info: dict[str, Any]) -> tuple[Outcome, dict[str, Any]]:
         """An outcome scored elsewhere (a worker that only measured accuracy), timed here against the unpruned
@@ -178,8 +181,7 @@ class Evaluator:
         t = time.perf_counter()
         latency_ms, speedup, baseline_ms = self._latency(self.pruner.prune(dict(ratios)), kept)
         correction = self.lut_correction
-        if self.feedback_on and speedup:
-            self.lut_feedback.append((1.0 / speedup) / (self.lut.predict_ms(kept) / self.base_lut_ms))
+        self._record_feedback(kept, speedup)
         timing = {**info.get("timing", {}), "latency_s": time.perf_counter() - t}
         info = {**info, "latency_ms": latency_ms, "baseline_latency_ms": baseline_ms, "speedup": speedup,
                 "timing": timing, **({"lut_correction": correction} if self.feedback_on else {})}
