@@ -121,6 +121,22 @@ class LatencyConfig:
 
 
 @dataclass(frozen=True)
+class QuantConfig:
+    """Post-training static INT8 for ONNX Runtime (QDQ format: unsigned 8-bit activations, signed 8-bit
+    weights, the combination x86 VNNI/AMX kernels run)."""
+
+    calib_images: int = 128
+    """Training images whose activation ranges set the quantization scales."""
+    per_channel: bool = True
+    """One weight scale per output channel (per tensor loses more accuracy on pruned, uneven layers)."""
+    calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
+    """How activation ranges are chosen from the calibration images."""
+    other_layers: Literal["int8", "fp32"] = "int8"
+    """Precision of the quantizable layers no searched group owns (e.g. a ResNet's stem conv, shortcut convs,
+    classifier) whenever a policy puts any layer in INT8; with every group FP32 nothing is quantized."""
+
+
+@dataclass(frozen=True)
 class EnvConfig:
     """The compression environment: budget, action range, reward, evaluation."""
 
@@ -156,6 +172,12 @@ class EnvConfig:
     """Latency budget with latency_mode=measured: the wall multiplies the table's predicted latency by the
     median ratio of measured to predicted latency over the last this-many measured episodes, so the budget
     holds for what is measured, not for what the table predicts (0: trust the table)."""
+    precisions: Literal["fp32", "fp32+int8"] = "fp32"
+    """Per-group precision choices: "fp32" prunes only (the action is one number); "fp32+int8" makes the
+    action (prune ratio, precision) and quantizes the chosen layers to static INT8 in ONNX Runtime
+    (needs latency_mode: measured with latency.runtime: onnxruntime, where INT8 speed is real)."""
+    quant: QuantConfig = field(default_factory=QuantConfig)
+    """How INT8 layers are calibrated and quantized (precisions: fp32+int8)."""
 
 
 @dataclass(frozen=True)
@@ -285,19 +307,6 @@ class TournamentConfig:
     """Val-split images each finalist is scored on (None: the whole val split)."""
     seed: int = 0
     """Seed of the fine-tunes' data order (the same for every finalist)."""
-
-
-@dataclass(frozen=True)
-class QuantConfig:
-    """Post-training static INT8 for ONNX Runtime (QDQ format: unsigned 8-bit activations, signed 8-bit
-    weights, the combination x86 VNNI/AMX kernels run)."""
-
-    calib_images: int = 128
-    """Training images whose activation ranges set the quantization scales."""
-    per_channel: bool = True
-    """One weight scale per output channel (per tensor loses more accuracy on pruned, uneven layers)."""
-    calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
-    """How activation ranges are chosen from the calibration images."""
 
 
 @dataclass(frozen=True)
@@ -515,6 +524,11 @@ def _validate_env(obj: EnvConfig, where: str) -> None:
     if obj.budget_kind == "latency" and obj.latency_mode == "flops":
         raise ConfigError(
             f"{where}.latency_mode: a latency budget needs latency_mode 'lut' or 'measured', not 'flops'."
+        )
+    if obj.precisions != "fp32" and (obj.latency_mode != "measured" or obj.latency.runtime != "onnxruntime"):
+        raise ConfigError(
+            f"{where}.precisions: {obj.precisions!r} needs latency_mode: measured and latency.runtime: onnxruntime "
+            "(INT8 speed is only known by timing the quantized model where it runs)."
         )
 
 

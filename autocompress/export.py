@@ -3,7 +3,8 @@
 A pruned model is stored as its state_dict plus the schedule and the model spec (zoo name, classes, input
 channels, input shape), not as a pickled module: `load_pruned` rebuilds the architecture from the zoo,
 prunes it to the schedule's channel counts and loads the weights strictly, so files stay loadable across
-code changes and never execute pickled code.
+code changes and never execute pickled code. A schedule that puts layers in INT8 deploys as an ONNX Runtime
+model instead: `export_int8` writes it as `<stem>.int8.onnx` beside the pruned file (`int8_path`).
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ import torch
 from torch import nn
 
 from autocompress.atomic import atomic_torch_save, atomic_write
-from autocompress.config import AutocompressError, PruneConfig
+from autocompress.config import AutocompressError, PruneConfig, QuantConfig
 from autocompress.pruning import Schedule, apply_schedule
 
 FORMAT = "autocompress.pruned_model"
 VERSION = 1
+INT8_SUFFIX = ".int8.onnx"
+"""The INT8 export of `<stem>.pt` is `<stem>.int8.onnx` in the same folder (see `int8_path`)."""
 MAX_INPUT_ELEMENTS = 2**26
 """Largest recorded input (elements of one image): `load_pruned` allocates an example of that size."""
 _RESAVE = "the file is damaged or was not written by autocompress; save it again with `autocompress apply`."
@@ -175,3 +178,36 @@ def export_onnx(model: nn.Module, path: str | os.PathLike[str], example: torch.T
     finally:
         model.train(was_training)
     return atomic_write(path, lambda f: f.write(buf.getvalue()))
+
+
+def int8_path(pruned_path: str | os.PathLike[str]) -> Path:
+    """Where the INT8 export of a pruned-model file lives: `p.pt` -> `p.int8.onnx` beside it, so that
+    `autocompress latency --pruned p.pt` finds the model that really deploys."""
+    path = Path(pruned_path)
+    return path.with_name(path.stem + INT8_SUFFIX)
+
+
+def quant_config(schedule: Schedule) -> QuantConfig:
+    """The calibration settings a schedule's "quantization" block records (what the search measured)."""
+    block = schedule.quantization
+    if block is None:
+        raise ExportError("the schedule quantizes no layer; there is no INT8 model to export.")
+    return QuantConfig(calib_images=block["calib_images"], per_channel=block["per_channel"],
+                       calibration=block["calibration"])
+
+
+def export_int8(model: nn.Module, schedule: Schedule, calib_images: torch.Tensor,
+                path: str | os.PathLike[str]) -> nn.Module:
+    """`model` (already pruned to `schedule`) in static INT8 where the schedule says, calibrated on
+    `calib_images` (training images; the first calib_images of them are used), written atomically to `path`.
+
+    Returns the ONNX Runtime model (`autocompress.quantize.OrtModule`) so callers can score and time it.
+    """
+    from autocompress.quantize import quantize_layers
+
+    int8 = quantize_layers(model.eval(), calib_images, schedule.layer_precision(), quant_config(schedule))
+    blob = getattr(int8, "onnx_bytes", None)
+    if not isinstance(blob, bytes):
+        raise ExportError("the schedule quantizes no layer; there is no INT8 model to export.")
+    atomic_write(path, lambda f: f.write(blob))
+    return int8

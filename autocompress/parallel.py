@@ -37,9 +37,11 @@ class LocalBackend:
     def __init__(self, evaluator: Evaluator) -> None:
         self.evaluator = evaluator
 
-    def evaluate(self, schedules: Sequence[Mapping[str, float]], steps_s: Sequence[float] = ()) -> list[Result]:
+    def evaluate(self, schedules: Sequence[Mapping[str, float]], steps_s: Sequence[float] = (),
+                 precisions: Sequence[Mapping[str, str] | None] = ()) -> list[Result]:
         steps = list(steps_s) or [0.0] * len(schedules)
-        return [self.evaluator.evaluate(s, t) for s, t in zip(schedules, steps, strict=True)]
+        precs = list(precisions) or [None] * len(schedules)
+        return [self.evaluator.evaluate(s, t, p) for s, t, p in zip(schedules, steps, precs, strict=True)]
 
     def close(self) -> None:
         pass
@@ -72,25 +74,27 @@ class RayBackend:
         threads = torch.get_num_threads()
         self.workers = [worker.remote(*refs, env_cfg, threads) for _ in range(cfg.workers)]
 
-    def evaluate(self, schedules: Sequence[Mapping[str, float]], steps_s: Sequence[float] = ()) -> list[Result]:
+    def evaluate(self, schedules: Sequence[Mapping[str, float]], steps_s: Sequence[float] = (),
+                 precisions: Sequence[Mapping[str, str] | None] = ()) -> list[Result]:
         ev = self.evaluator
         steps = list(steps_s) or [0.0] * len(schedules)
-        keys = [cache_key(ev.pruner.kept_channels(s)) for s in schedules]
+        precs = list(precisions) or [None] * len(schedules)
+        keys = [cache_key(ev.pruner.kept_channels(s), p) for s, p in zip(schedules, precs, strict=True)]
         todo: dict[tuple[int, ...], int] = {}
         for i, key in enumerate(keys):
             if key not in ev.cache and key not in todo:
                 todo[key] = i
-        calls = [self.workers[n % len(self.workers)].evaluate.remote(dict(schedules[i]), steps[i])
+        calls = [self.workers[n % len(self.workers)].evaluate.remote(dict(schedules[i]), steps[i], precs[i])
                  for n, i in enumerate(todo.values())]
         fresh: dict[int, Result] = {}
         for (key, i), (outcome, info) in zip(todo.items(), self.ray.get(calls), strict=True):
             if ev.meter is not None:
-                outcome, info = ev.with_measured_latency(schedules[i], outcome, info)
+                outcome, info = ev.with_measured_latency(schedules[i], outcome, info, precs[i])
             ev.cache[key] = (outcome, info)
             fresh[i] = (outcome, info)
         # In proposal order; a repeat (in the batch or from before) comes from the cache, as it would locally.
-        return [fresh[i] if i in fresh else ev.evaluate(s, t)
-                for i, (s, t) in enumerate(zip(schedules, steps, strict=True))]
+        return [fresh[i] if i in fresh else ev.evaluate(s, t, p)
+                for i, (s, t, p) in enumerate(zip(schedules, steps, precs, strict=True))]
 
     def close(self) -> None:
         for w in self.workers:
@@ -107,8 +111,8 @@ class _Worker:
         torch.set_num_threads(threads)  # the same arithmetic as the driver, so results match it exactly
         self.evaluator = Evaluator(model, data, env_cfg, lut=lut)
 
-    def evaluate(self, schedule: dict[str, float], steps_s: float) -> Result:
-        outcome, info = self.evaluator.evaluate(schedule, steps_s)
+    def evaluate(self, schedule: dict[str, float], steps_s: float, precision: dict[str, str] | None = None) -> Result:
+        outcome, info = self.evaluator.evaluate(schedule, steps_s, precision)
         return outcome, {**info, "worker_pid": os.getpid()}
 
 

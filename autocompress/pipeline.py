@@ -2,7 +2,8 @@
 
 `run_experiment` builds data, model and environment once from the config, runs the search
 (`autocompress.search.Search`) and hands the best policy to `finalize`, which prints and writes
-a baseline-vs-pruned summary.
+a baseline-vs-pruned summary. A schedule that puts layers in INT8 is deployed as INT8_RECIPE says: the pruned
+network is fine-tuned in FP32, then quantized with ranges calibrated on training images.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from torch import nn
 
 from autocompress.atomic import atomic_write_text
 from autocompress.config import AutocompressError, ExperimentConfig, dump_config, validate
-from autocompress.data import DataBundle, make_loader
+from autocompress.data import DataBundle, make_loader, take_tensors
 from autocompress.envs import NetCompressEnv
 from autocompress.envs.factory import build_env_and_data
-from autocompress.export import export_onnx, export_torchscript, save_pruned
+from autocompress.export import export_int8, export_onnx, export_torchscript, int8_path, save_pruned
 from autocompress.measure.accuracy import evaluate
 from autocompress.measure.flops import count_macs_params
 from autocompress.measure.latency import LatencyMeter
@@ -37,6 +38,9 @@ from autocompress.search import (
 )
 from autocompress.tournament import run_tournament
 from autocompress.train import train
+
+INT8_RECIPE = "fp32 fine-tune, then post-training static INT8 calibration"
+"""How a quantized schedule is deployed (quantization-aware fine-tuning is not done)."""
 
 
 def with_overrides(cfg: ExperimentConfig, out_dir: str | None, episodes: int | None, seed: int | None) -> ExperimentConfig:
@@ -107,7 +111,7 @@ def choose_by_tournament(cfg: ExperimentConfig, env: NetCompressEnv, bundle: Dat
     _say(progress, f"tournament: the {cfg.tournament.finalists} leading policies, short fine-tunes scored on val")
     outcome = run_tournament(cfg.tournament, env, bundle, result.run_dir, progress)
     winner = outcome["winner"]
-    _, info = env.evaluator.evaluate(winner["schedule"])
+    _, info = env.evaluator.evaluate(winner["schedule"], precision=winner.get("precision"))
     best = {**{k: v for k, v in info.items() if k not in ("group", "prune_ratio", "cached")},
             "episode": winner["episode"], "reward": winner["reward"], "tournament_val_top1": outcome["winner_val_top1"]}
     best_schedule(env, cfg, best).save(result.run_dir / BEST_SCHEDULE)
@@ -134,6 +138,9 @@ def finalize(cfg: ExperimentConfig, env: NetCompressEnv, bundle: DataBundle, res
     macs, params = count_macs_params(pruned, example)
     latency = LatencyMeter(cfg.env.latency, env.input_shape).compare(env.model, pruned)
     artefacts = _save_artefacts(cfg, run_dir, pruned, schedule, bundle, example)
+    int8 = None
+    if schedule.quantized:
+        int8 = deploy_int8(cfg, env, bundle, pruned, schedule, run_dir, pruned_eval.top1, progress)
     summary = {
         "baseline": {"top1": base_eval.top1, "macs": base_macs, "params": base_params, "latency_ms": latency.baseline_ms},
         "pruned": {
@@ -149,6 +156,9 @@ def finalize(cfg: ExperimentConfig, env: NetCompressEnv, bundle: DataBundle, res
                     "batch_size": cfg.env.latency.batch_size, "device": cfg.env.latency.device},
         "artefacts": artefacts,
     }
+    if int8 is not None:
+        summary["int8"] = int8
+        artefacts["int8_onnx"] = int8["onnx"]
     if progress:
         print(summary_table(summary), file=sys.stderr)
     return summary
@@ -167,6 +177,37 @@ def _save_artefacts(cfg: ExperimentConfig, run_dir: Path, pruned: nn.Module, sch
     return out
 
 
+def calibration_images(cfg: ExperimentConfig, bundle: DataBundle, n: int) -> torch.Tensor:
+    """The first `n` training images the environment calibrates on (same split, seed and order as
+    `build_env_data`; un-augmented for in-memory datasets), so the deployed ranges match the search's."""
+    source = getattr(bundle, "train_eval", None) or bundle.train
+    return take_tensors(source, n, seed=cfg.data.seed + 1)[0]
+
+
+def deploy_int8(cfg: ExperimentConfig, env: NetCompressEnv, bundle: DataBundle, pruned: nn.Module,
+                schedule: Schedule, run_dir: Path, fp32_top1: float, progress: bool = True) -> dict[str, Any]:
+    """The fine-tuned FP32 network quantized as `schedule` says (INT8_RECIPE), written beside the pruned
+    model, scored on test and timed in ONNX Runtime (where INT8 runs) against the unpruned network."""
+    block = schedule.quantization
+    assert block is not None
+    _say(progress, f"quantizing to INT8 ({INT8_RECIPE}; {block['calib_images']} training images, "
+                   f"{block['calibration']} ranges)")
+    calib = calibration_images(cfg, bundle, block["calib_images"])
+    path = int8_path(run_dir / "pruned_model.pt")
+    model = export_int8(pruned, schedule, calib, path)
+    precision = getattr(model, "precision", schedule.layer_precision())  # every quantizable layer, listed or not
+    n_int8 = sum(p == "int8" for p in precision.values())
+    top1 = evaluate(model, make_loader(bundle.test, batch_size=cfg.data.batch_size)).top1
+    timing = replace(cfg.env.latency, runtime="onnxruntime", device="cpu")
+    cmp = LatencyMeter(timing, env.input_shape).compare(env.model, model)
+    return {"recipe": INT8_RECIPE, "top1": top1, "fp32_top1": fp32_top1, "latency_ms": cmp.latency_ms,
+            "baseline_ms": cmp.baseline_ms, "speedup": cmp.speedup, "speedup_spread": cmp.spread,
+            "runtime": "onnxruntime", "threads": timing.threads, "batch_size": timing.batch_size,
+            "int8_layers": n_int8, "fp32_layers": len(precision) - n_int8, "calib_images": len(calib),
+            "calibration": block["calibration"], "per_channel": block["per_channel"],
+            "bytes": path.stat().st_size, "onnx": str(path)}
+
+
 def summary_table(summary: dict[str, Any]) -> str:
     """Baseline vs pruned, as a small text table."""
     b, p = summary["baseline"], summary["pruned"]
@@ -178,10 +219,17 @@ def summary_table(summary: dict[str, Any]) -> str:
         ("latency (ms)", f"{b['latency_ms']:.3f}", f"{p['latency_ms']:.3f}"),
         ("speedup", "1.00x", f"{p['speedup']:.2f}x (spread {p['speedup_spread']:.3f})"),
     ]
+    q = summary.get("int8")
+    if q is not None:
+        rows += [("INT8 test top-1 (%)", "", f"{q['top1']:.2f} (FP32 {q['fp32_top1']:.2f})"),
+                 ("INT8 speedup", "1.00x", f"{q['speedup']:.2f}x (spread {q['speedup_spread']:.3f})")]
     lat = summary["latency"]
     head = f"{'':<20}{'baseline':>14}{'pruned':>28}"
     lines = [head, "-" * len(head)] + [f"{a:<20}{b_:>14}{c:>28}" for a, b_, c in rows]
     lines.append(f"latency: {lat['runtime']}, {lat['threads']} thread(s), batch {lat['batch_size']}, {lat['device']}")
+    if q is not None:
+        lines.append(f"INT8: {q['recipe']}; {q['int8_layers']} INT8 / {q['fp32_layers']} FP32 layers, timed in "
+                     f"{q['runtime']} ({q['threads']} thread(s), batch {q['batch_size']}) -> {q['onnx']}")
     return "\n".join(lines)
 
 

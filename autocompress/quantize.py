@@ -10,7 +10,7 @@ so that the project's evaluation and `LatencyMeter(runtime="onnxruntime")` take 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,10 @@ from torch import nn
 from autocompress.config import AutocompressError, QuantConfig, validate
 from autocompress.measure.latency import ONNX_HINT, export_onnx_bytes
 
+PRECISIONS = ("fp32", "int8")
+"""Per-layer precisions a policy may choose, in action order (ONNX Runtime static INT8 on the CPU)."""
+QUANTIZABLE_KINDS = ("conv", "depthwise", "linear")
+"""Layer kinds (measure.flops.LayerSpec) whose precision is chosen per layer."""
 QUANTIZABLE_OPS = ("Conv", "Gemm", "MatMul")
 """The ops whose precision is a per-layer choice; the rest follow their inputs."""
 INT8_CPU_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "avx512_bf16", "amx_bf16", "avx2")
@@ -125,6 +129,38 @@ def quantize_int8(model: nn.Module, calib_images: torch.Tensor, cfg: QuantConfig
         blob = dst.read_bytes()
     int8 = set(layers) - keep if only is None else set(only) - keep
     return OrtModule(blob, {name: "int8" if name in int8 else "fp32" for name in layers})
+
+
+def layer_precision(layer_specs: Iterable[Any], group_precision: Mapping[str, str],
+                    other: str = "int8") -> dict[str, str]:
+    """Quantizable layer -> precision, from the precisions chosen per searched group.
+
+    A layer follows the group that produces its output channels when that group was searched, else the
+    group that feeds its input channels (a ResNet block's second conv follows its block's group), else
+    `other` (the stem, shortcut convs and classifier when only the blocks' inner groups are searched).
+    With every layer FP32 nothing is quantized, so `other` only applies when some layer is INT8.
+    """
+    out = {}
+    for spec in layer_specs:
+        if spec.kind not in QUANTIZABLE_KINDS or spec.name in out:
+            continue
+        owner = spec.out_group if spec.out_group in group_precision else spec.in_group
+        out[spec.name] = group_precision.get(owner, other)
+    if all(p == "fp32" for p in group_precision.values()):
+        return dict.fromkeys(out, "fp32")
+    return out
+
+
+def quantize_layers(model: nn.Module, calib_images: torch.Tensor, precision: Mapping[str, str],
+                    cfg: QuantConfig | None = None) -> nn.Module:
+    """`model` with the layers `precision` marks "int8" in static INT8 (an `OrtModule`); the model itself
+    when every layer is FP32 (nothing to quantize, so no quantize/dequantize overhead either)."""
+    bad = sorted({p for p in precision.values()} - set(PRECISIONS))
+    if bad:
+        raise QuantizationError(f"precision {bad[0]!r} is not one of {', '.join(PRECISIONS)}.")
+    if not any(p == "int8" for p in precision.values()):
+        return model
+    return quantize_int8(model, calib_images, cfg, keep_fp32=[n for n, p in precision.items() if p == "fp32"])
 
 
 def _checked_keep(keep_fp32: Iterable[str], layers: dict[str, list[str]]) -> set[str]:

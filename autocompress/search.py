@@ -108,7 +108,8 @@ def _ddpg(cfg: ExperimentConfig, env: NetCompressEnv) -> tuple[Any, gym.Env]:
 
 def _dqn(cfg: ExperimentConfig, env: NetCompressEnv) -> tuple[Any, gym.Env]:
     wrapped = DiscreteActions(env, bins=cfg.dqn.bins)
-    return DQNAgent(int(env.observation_space.shape[0]), cfg.dqn.bins, cfg.dqn, seed=cfg.search.seed), wrapped
+    n_actions = int(wrapped.action_space.n)  # bins, or bins x precisions for a joint action
+    return DQNAgent(int(env.observation_space.shape[0]), n_actions, cfg.dqn, seed=cfg.search.seed), wrapped
 
 
 def _random(cfg: ExperimentConfig, env: NetCompressEnv) -> tuple[Any, gym.Env]:
@@ -153,6 +154,10 @@ def make_agent(cfg: ExperimentConfig, env: NetCompressEnv) -> tuple[Any, gym.Env
         builder = AGENTS[cfg.search.agent]
     except KeyError:
         raise SearchError(f"unknown search.agent {cfg.search.agent!r}; choose one of {', '.join(AGENTS)}.") from None
+    if cfg.search.agent in ONE_EPISODE and getattr(env, "joint", False):
+        joint = sorted(set(AGENTS) - ONE_EPISODE)
+        raise SearchError(f"search.agent {cfg.search.agent!r} allocates prune ratios only; with env.precisions "
+                          f"{cfg.env.precisions!r} use one of {', '.join(joint)} (or precisions: fp32).")
     return builder(cfg, env)
 
 
@@ -183,7 +188,13 @@ def best_schedule(env: NetCompressEnv, cfg: ExperimentConfig, record: dict[str, 
         **({"tournament_val_top1": record["tournament_val_top1"]} if "tournament_val_top1" in record else {}),
     }
     budget = {"kind": cfg.env.budget_kind, "fraction": cfg.env.budget}
-    return Schedule.from_pruner(env.pruner, record["schedule"], cfg.model.name, budget=budget, metrics=metrics)
+    quant = None
+    if record.get("layer_precision"):
+        q = cfg.env.quant
+        quant = {"layers": record["layer_precision"], "calib_images": q.calib_images, "per_channel": q.per_channel,
+                 "calibration": q.calibration}
+    return Schedule.from_pruner(env.pruner, record["schedule"], cfg.model.name, budget=budget, metrics=metrics,
+                                quantization=quant)
 
 
 class Search:
@@ -323,7 +334,7 @@ class Search:
             for rec in sorted(pool, key=lambda r: r["reward"], reverse=True):
                 if taken == CONFIRM_CANDIDATES:
                     break
-                key = tuple(round(v, 9) for v in rec["schedule"].values())
+                key = (*(round(v, 9) for v in rec["schedule"].values()), *sorted((rec.get("precision") or {}).items()))
                 if key not in seen:
                     seen.add(key)
                     leaders.append(rec)
@@ -331,7 +342,7 @@ class Search:
         rounds = 3 * max(self.cfg.env.latency.rounds, 10)
         confirmed = []
         for rec in leaders:
-            reward, info = self.env.remeasure(rec["schedule"], rounds)
+            reward, info = self.env.remeasure(rec["schedule"], rounds, rec.get("precision"))
             confirmed.append({"episode": rec["episode"], "reward": reward, **info})
         if not confirmed:
             return
@@ -405,7 +416,8 @@ class Search:
             while self.episode < end:
                 planned = [self._plan_episode(self.episode + i) for i in range(min(batch, end - self.episode))]
                 results = backend.evaluate([info["schedule"] for _, info in planned],
-                                           [info["steps_s"] for _, info in planned])
+                                           [info["steps_s"] for _, info in planned],
+                                           [info.get("precision") for _, info in planned])
                 before = self.episode
                 for (steps, info), (outcome, scored) in zip(planned, results, strict=True):
                     self._after_episode(*self._learn(steps, info, outcome, scored), log, bar)
@@ -525,7 +537,8 @@ def _legacy_meta(state: Any) -> dict[str, Any] | None:
 
 def _loggable(record: dict[str, Any]) -> dict[str, Any]:
     keep = ("reward", "top1", "latency_ms", "speedup", "macs_ratio", "params_ratio", "cached", "timing", "schedule")
-    optional = ("lut_correction",)  # only in latency-budget searches with measured latency
+    # lut_correction: latency-budget searches with measured latency; the rest: INT8 choices (env.precisions)
+    optional = ("lut_correction", "precision", "int8_layers", "bytes")
     return {**{k: record.get(k) for k in keep}, **{k: record[k] for k in optional if k in record}}
 
 

@@ -48,7 +48,7 @@ def leaders(records: list[dict[str, Any]], kept_of: Any, count: int) -> list[dic
     seen: set[tuple[int, ...]] = set()
     out = []
     for rec in sorted(records, key=lambda r: (-r["reward"], r["episode"])):
-        key = cache_key(kept_of(rec["schedule"]))  # the evaluator's notion of "the same network"
+        key = cache_key(kept_of(rec["schedule"]), rec.get("precision"))  # the evaluator's "same network"
         if key not in seen:
             seen.add(key)
             out.append(rec)
@@ -58,10 +58,13 @@ def leaders(records: list[dict[str, Any]], kept_of: Any, count: int) -> list[dic
 
 
 def _score(env: Any, bundle: DataBundle, schedule: Mapping[str, float], batches: int, cfg: TournamentConfig,
-           val: tuple[torch.Tensor, torch.Tensor]) -> float:
+           val: tuple[torch.Tensor, torch.Tensor], precision: Mapping[str, str] | None = None) -> float:
+    """Val top-1 after a short fine-tune, of the network as it would be deployed (INT8 layers quantized
+    after the FP32 fine-tune, as the final pipeline does)."""
     model = env.evaluator.compress(schedule)
     teacher = env.model if cfg.distill else None
     short_finetune(model, bundle, batches, cfg.lr, teacher, cfg.seed)
+    model = env.evaluator.deployable(model, precision)
     return float(evaluate_tensors(model, val[0], val[1], batch_size=env.cfg.eval_batch_size).top1)
 
 
@@ -78,7 +81,7 @@ def run_tournament(cfg: TournamentConfig, env: Any, bundle: DataBundle, run_dir:
     while len(alive) > 1:
         scores = []
         for i, rec in enumerate(alive):
-            scores.append(_score(env, bundle, rec["schedule"], batches, cfg, val))
+            scores.append(_score(env, bundle, rec["schedule"], batches, cfg, val, rec.get("precision")))
             if progress:
                 print(f"tournament: {len(alive)} left, {batches} batches, policy {i + 1}/{len(alive)} (episode "
                       f"{rec['episode']}, reward {rec['reward']:.4f}): val top-1 {scores[-1]:.2f}%", file=sys.stderr)

@@ -39,7 +39,7 @@ def test_round_trip_is_unchanged(made, tmp_path):
     assert loaded.prune_ratios() == ratios
     assert loaded.kept_channels() == pruner.kept_channels(ratios)
     data = json.loads(path.read_text())
-    assert data["format"] == "autocompress.schedule" and data["version"] == 1
+    assert data["format"] == "autocompress.schedule" and data["version"] == 2
     assert set(data["groups"][0]) == {"name", "members", "channels_before", "channels_after", "prune_ratio"}
     assert data["metrics"]["accuracy"] == 91.5 and 0 < data["metrics"]["macs_ratio"] < 1
     assert not list(tmp_path.glob(".*.tmp"))  # atomic write leaves no temp file
@@ -55,7 +55,7 @@ def _broken(schedule: Schedule, edit) -> str:
     "edit, match",
     [
         (lambda d: d.update(format="other"), "not an autocompress schedule"),
-        (lambda d: d.update(version=2), "version 2 is not supported"),
+        (lambda d: d.update(version=3), "version 3 is not supported"),
         (lambda d: d.pop("groups"), r"missing key\(s\) \['groups'\]"),
         (lambda d: d.update(extra=1), r"unknown key\(s\) \['extra'\]"),
         (lambda d: d["model"].pop("structure_hash"), "'model' must be"),

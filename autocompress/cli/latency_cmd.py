@@ -1,5 +1,10 @@
 """`autocompress latency` (time a model, or a pruned model against its unpruned original) and
-`autocompress lut build` (per-layer latency look-up table)."""
+`autocompress lut build` (per-layer latency look-up table).
+
+`latency --pruned` also takes an INT8 export (`.onnx`, from `apply --data` / `quantize` / a search run) and
+times it in ONNX Runtime against the FP32 original; a pruned file whose schedule deploys in INT8 is timed
+through the `.int8.onnx` beside it, since its FP32 weights are not what runs.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -58,7 +65,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "milliseconds drift).",
     )
     _add_model_args(p, model_required=False)
-    p.add_argument("--pruned", default=None, help="a pruned model saved by autocompress (load_pruned)")
+    p.add_argument("--pruned", default=None,
+                   help="a pruned model saved by autocompress (load_pruned), or an INT8 export (.onnx) timed in "
+                   "ONNX Runtime against the FP32 original")
     _add_timing_args(p, rounds=20)
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(func=run_latency)
@@ -115,30 +124,88 @@ def _pruned_spec(path: str) -> dict[str, Any]:
 
 
 def _load_models(args: argparse.Namespace) -> tuple[nn.Module, nn.Module | None, str, tuple[int, int, int]]:
-    """(unpruned model, pruned model or None, model name, input shape); the pruned file's spec fills gaps."""
+    """(unpruned model, pruned model or None, model name, input shape); the pruned file's spec fills gaps.
+
+    The pruned model is an INT8 ONNX Runtime model (`OrtModule`) when --pruned is an .onnx export, or a
+    pruned file whose schedule deploys in INT8 (then the export beside it is timed).
+    """
     from autocompress.models import get_model
 
     pruned = None
     name, shape, classes = args.model, args.input_shape, args.num_classes
     if args.pruned is not None:
-        from autocompress.export import load_pruned
-
-        pruned, schedule = load_pruned(args.pruned)
-        spec = _pruned_spec(args.pruned)
-        recorded = spec.get("name") or schedule.model_name
+        pruned, spec = _pruned_and_spec(args.pruned)
+        recorded = spec.get("name")
         if name is not None and recorded and recorded != name:
             raise AutocompressError(
                 f"--model {name!r} does not match the model {recorded!r} that {args.pruned} was pruned from; "
                 "drop --model or pass the right one."
             )
         name = name or recorded
-        shape = shape or (tuple(spec["input_shape"]) if "input_shape" in spec else None)
+        shape = shape or (tuple(spec["input_shape"]) if spec.get("input_shape") else None)
         classes = classes or spec.get("num_classes")
     if name is None:
-        raise AutocompressError("give --model NAME (or --pruned FILE, which records the model name).")
+        what = "the FP32 original to time the INT8 export against" if _is_onnx(args.pruned) else "the model"
+        raise AutocompressError(f"give --model NAME ({what}), or --pruned FILE.pt, which records the model name.")
     shape = shape or (3, 32, 32)
     base = get_model(name, num_classes=classes or 10, weights=args.weights, in_channels=shape[0])
     return base, pruned, name, shape
+
+
+def _is_onnx(path: str | None) -> bool:
+    return path is not None and path.lower().endswith(".onnx")
+
+
+def _pruned_and_spec(path: str) -> tuple[nn.Module, dict[str, Any]]:
+    """The model --pruned names and what it records (zoo name, input shape, classes)."""
+    from autocompress.export import INT8_SUFFIX, int8_path, load_pruned
+
+    if _is_onnx(path):
+        pt = Path(path[: -len(INT8_SUFFIX)] + ".pt") if path.endswith(INT8_SUFFIX) else None
+        spec = _pruned_spec(str(pt)) if pt is not None and pt.is_file() else {}
+        model, onnx_spec = _onnx_model(Path(path))
+        return model, {**onnx_spec, **spec}
+    pruned, schedule = load_pruned(path)
+    spec = {"name": schedule.model_name, **_pruned_spec(path)}
+    if not schedule.quantized:
+        return pruned, spec
+    beside = int8_path(path)
+    if not beside.is_file():
+        raise AutocompressError(
+            f"{path}: its schedule puts layers in INT8, so its FP32 weights are not what deploys, and no INT8 "
+            f"export is beside it; pass the .onnx export (`--pruned {beside}`, written by `autocompress apply "
+            f"--data DATASET` or `autocompress quantize --pruned {path} --data DATASET --out {beside}`)."
+        )
+    print(f"{path}: its schedule deploys in INT8; timing the export beside it, {beside}", file=sys.stderr)
+    return _onnx_model(beside)[0], spec
+
+
+def _onnx_model(path: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """(ONNX Runtime model, {"input_shape", "num_classes"} read from the graph's fixed sizes)."""
+    from autocompress.quantize import OrtModule
+
+    if not path.is_file():
+        raise AutocompressError(f"ONNX file {str(path)!r} does not exist.")
+    blob = path.read_bytes()
+    try:
+        import onnx
+
+        graph = onnx.load_from_string(blob).graph
+    except ImportError:
+        raise AutocompressError("timing an .onnx export needs the onnx extra: "
+                                "pip install 'autocompress[onnx]'.") from None
+    except Exception as exc:  # protobuf's DecodeError and friends
+        raise AutocompressError(f"{path}: not a readable ONNX model ({type(exc).__name__}); pass the .int8.onnx "
+                                "written by `autocompress apply --data` or `autocompress quantize`.") from None
+    if not graph.input or not graph.output:
+        raise AutocompressError(f"{path}: the ONNX graph has no input or output; it is not a network export.")
+    dims = [[d.dim_value for d in v.type.tensor_type.shape.dim] for v in (graph.input[0], graph.output[0])]
+    spec: dict[str, Any] = {}
+    if len(dims[0]) == 4 and min(dims[0][1:]) > 0:
+        spec["input_shape"] = dims[0][1:]
+    if len(dims[1]) == 2 and dims[1][1] > 0:
+        spec["num_classes"] = dims[1][1]
+    return OrtModule(blob), spec
 
 
 def _zoo_model(args: argparse.Namespace, shape: tuple[int, int, int]) -> nn.Module:
@@ -160,6 +227,11 @@ def run_latency(args: argparse.Namespace) -> int:
 
     cfg = _latency_config(args)
     base, pruned, name, shape = _load_models(args)
+    int8 = isinstance(getattr(pruned, "onnx_bytes", None), bytes)
+    if int8:  # an ONNX Runtime model runs, and is timed, only there
+        if cfg.device != "cpu":
+            raise AutocompressError("an INT8 ONNX export runs in ONNX Runtime on the CPU; drop --device.")
+        cfg = replace(cfg, runtime="onnxruntime")
     meter = LatencyMeter(cfg, shape)
     print(f"timing {name} ({cfg.runtime}, {cfg.threads} thread(s), batch {cfg.batch_size})...", file=sys.stderr)
     result: dict[str, Any] = {"model": name}
@@ -169,9 +241,11 @@ def run_latency(args: argparse.Namespace) -> int:
                       p10_ms=stats.p10_ms, p90_ms=stats.p90_ms, cv=stats.cv, n=stats.n, macs_ratio=1.0)  # fmt: skip
     else:
         cmp = meter.compare(base, pruned)
-        macs_ratio = _macs(pruned, shape) / max(_macs(base, shape), 1)
+        macs_ratio = None if int8 else _macs(pruned, shape) / max(_macs(base, shape), 1)  # no MACs count for ONNX
         result.update(latency_ms=cmp.latency_ms, baseline_ms=cmp.baseline_ms, speedup=cmp.speedup,
                       spread=cmp.spread, n=cmp.n, macs_ratio=macs_ratio)  # fmt: skip
+        if int8:
+            result.update(int8=True, bytes=pruned.nbytes)  # type: ignore[union-attr]
     result.update(runtime=cfg.runtime, device=cfg.device, threads=cfg.threads, batch=cfg.batch_size)
     if args.json:
         print(json.dumps(result))

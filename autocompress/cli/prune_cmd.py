@@ -1,4 +1,5 @@
-"""CLI: `schedule uniform` (a uniform-ratio schedule meeting a budget) and `apply` (prune + save)."""
+"""CLI: `schedule uniform` (a uniform-ratio schedule meeting a budget) and `apply` (prune + save; and, for a
+schedule that puts layers in INT8, the INT8 ONNX Runtime model beside the pruned file)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from autocompress.config import LATENCY_RUNTIMES
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="zoo name (`autocompress models`) or tv:<name>")
     p.add_argument("--weights", default=None, help="state-dict file of the unpruned model")
-    p.add_argument("--data", default=None, help="dataset name: sets the input shape and number of classes")
+    p.add_argument("--data", default=None, help="dataset name: sets the input shape and number of classes (and "
+                   "calibrates the INT8 export of a quantized schedule)")
     p.add_argument("--data-root", default=None, help="dataset folder (default $AUTOCOMPRESS_DATA_ROOT or ./data)")
     p.add_argument("--input-shape", type=parse_shape, default=None, metavar="C,H,W",
                    help="one input image's shape when no --data is given (default 3,32,32)")
@@ -54,7 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "apply",
         help="prune a trained model to a schedule and save it (state dict + schedule)",
         description="Validate the schedule against the model, prune it physically and save a file that "
-        "`load_pruned` / `autocompress latency --pruned` can rebuild in a fresh process.",
+        "`load_pruned` / `autocompress latency --pruned` can rebuild in a fresh process. When the schedule puts "
+        "layers in INT8, the INT8 ONNX Runtime model is written beside it (<out stem>.int8.onnx), calibrated "
+        "on --data's training images.",
     )
     _add_model_args(a)
     a.add_argument("--schedule", required=True, help="schedule JSON (from `schedule uniform` or a search)")
@@ -64,24 +68,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.set_defaults(func=_apply, out_kind="file")
 
 
-def _resolve(args: argparse.Namespace) -> tuple[tuple[int, int, int], int]:
-    """(input shape, number of classes) from --data or --input-shape / --num-classes."""
+def _resolve(args: argparse.Namespace) -> tuple[tuple[int, int, int], int, Any]:
+    """(input shape, number of classes, data bundle or None) from --data or --input-shape / --num-classes."""
     if args.data is not None:
         from autocompress.config import DataConfig, default_data_root
         from autocompress.data import load_data
 
-        bundle = load_data(DataConfig(name=args.data, root=args.data_root or default_data_root()))
+        bundle = load_data(DataConfig(name=args.data, root=args.data_root or default_data_root(), val_size=0))
         classes = bundle.num_classes if args.num_classes is None else args.num_classes
-        return tuple(bundle.input_shape), classes  # type: ignore[return-value]
-    return args.input_shape or (3, 32, 32), 10 if args.num_classes is None else args.num_classes
+        return tuple(bundle.input_shape), classes, bundle  # type: ignore[return-value]
+    return args.input_shape or (3, 32, 32), 10 if args.num_classes is None else args.num_classes, None
 
 
-def _build(args: argparse.Namespace) -> tuple[Any, torch.Tensor, tuple[int, int, int], int]:
+def _build(args: argparse.Namespace) -> tuple[Any, torch.Tensor, tuple[int, int, int], int, Any]:
+    """(model, example input, input shape, number of classes, data bundle or None)."""
     from autocompress.models import get_model
 
-    shape, num_classes = _resolve(args)
+    shape, num_classes, bundle = _resolve(args)
     model = get_model(args.model, num_classes=num_classes, weights=args.weights, in_channels=shape[0]).eval()
-    return model, torch.randn(1, *shape, generator=torch.Generator().manual_seed(0)), shape, num_classes
+    return model, torch.randn(1, *shape, generator=torch.Generator().manual_seed(0)), shape, num_classes, bundle
 
 
 def _emit(args: argparse.Namespace, result: dict[str, Any], line: str) -> None:
@@ -98,7 +103,7 @@ def _uniform(args: argparse.Namespace) -> int:
 
     cfg = PruneConfig(scope=args.scope, round_to=args.round_to, min_channels=args.min_channels)
     validate(cfg, "prune")
-    model, example, shape, _ = _build(args)
+    model, example, shape, _, _ = _build(args)
     pruner = Pruner(model, example, cfg)
     cost = pruner.cost_model
 
@@ -148,13 +153,36 @@ def _apply(args: argparse.Namespace) -> int:
     from autocompress.pruning import Schedule, apply_schedule
 
     schedule = Schedule.load(args.schedule)  # validate the file before building anything
-    model, example, shape, num_classes = _build(args)
+    model, example, shape, num_classes, bundle = _build(args)
     pruned = apply_schedule(model, schedule, example, PruneConfig(criterion=args.criterion))
     path = save_pruned(args.out, pruned, schedule, args.model, num_classes, shape[0], shape)
     base_macs, base_params = count_macs_params(model, example)
     macs, params = count_macs_params(pruned, example)
     result = {"out": str(path), "macs": macs, "params": params, "macs_ratio": macs / base_macs,
               "params_ratio": params / base_params}
-    _emit(args, result, f"pruned {args.model}: {macs / base_macs:.3f} of the MACs, "
-          f"{params / base_params:.3f} of the params -> {path}")
+    line = f"pruned {args.model}: {macs / base_macs:.3f} of the MACs, {params / base_params:.3f} of the params -> {path}"
+    if schedule.quantized:
+        result["int8_onnx"] = _int8_export(args, pruned, schedule, bundle, path)
+        line += f"; INT8 -> {result['int8_onnx']}" if result["int8_onnx"] else ""
+    _emit(args, result, line)
     return 0
+
+
+def _int8_export(args: argparse.Namespace, pruned: Any, schedule: Any, bundle: Any, path: Any) -> str | None:
+    """Write the INT8 model the schedule deploys beside the pruned file, calibrated on --data's training
+    images (as `autocompress quantize` does); without --data, say how to make it (random images would set
+    wrong ranges) and drop an older export there, which no longer matches these weights."""
+    from autocompress.cli.quantize_cmd import calibration_images
+    from autocompress.export import export_int8, int8_path
+
+    out = int8_path(path)
+    if bundle is None:
+        stale = out.exists()
+        out.unlink(missing_ok=True)
+        print(f"note: {args.schedule} puts layers in INT8 but no --data was given to calibrate them"
+              f"{f' (removed the stale {out})' if stale else ''}; write the INT8 export with `autocompress quantize "
+              f"--pruned {path} --data DATASET --out {out}`.", file=sys.stderr)
+        return None
+    assert schedule.quantization is not None
+    export_int8(pruned, schedule, calibration_images(bundle, schedule.quantization["calib_images"]), out)
+    return str(out)

@@ -1,11 +1,21 @@
-"""CLI: `quantize` (post-training static INT8 for ONNX Runtime, optionally of a pruned model)."""
+"""CLI: `quantize` (post-training static INT8 for ONNX Runtime, optionally of a pruned model).
+
+A pruned model whose schedule has a "quantization" block is quantized as the schedule says (its FP32 layers
+and calibration settings), unless --keep-fp32 / --calib-images / --calibration override them.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
+
+import torch
 
 from autocompress.config import DataConfig, QuantConfig, default_data_root, validate
+
+CALIB_SEED = 1
+"""Seed of the permutation whose first images calibrate (the same images for `quantize` and `apply`)."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,9 +30,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--pruned", help="a pruned model file from `apply` / `finetune` / a search run")
     q.add_argument("--data", required=True, help="dataset for calibration (train) and scoring (test)")
     q.add_argument("--data-root", help="dataset folder (default $AUTOCOMPRESS_DATA_ROOT or ./data)")
-    q.add_argument("--calib-images", type=int, default=128, help="training images that set activation ranges")
-    q.add_argument("--calibration", choices=("minmax", "entropy", "percentile"), default="minmax")
-    q.add_argument("--keep-fp32", nargs="*", default=[], metavar="LAYER", help="layers left in FP32")
+    q.add_argument("--calib-images", type=int, default=None,
+                   help="training images that set activation ranges (default: the schedule's, else 128)")
+    q.add_argument("--calibration", choices=("minmax", "entropy", "percentile"), default=None,
+                   help="how ranges are chosen (default: the schedule's, else minmax)")
+    q.add_argument("--keep-fp32", nargs="*", default=None, metavar="LAYER",
+                   help="layers left in FP32 (default: the pruned schedule's FP32 layers, else none)")
     q.add_argument("--rounds", type=int, default=50, help="alternating timing pairs")
     q.add_argument("--threads", type=int, default=1, help="threads for timing")
     q.add_argument("--out", required=True, help="INT8 ONNX file to write")
@@ -30,28 +43,50 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.set_defaults(func=_quantize, out_kind="file")
 
 
+def calibration_images(bundle: Any, n: int) -> torch.Tensor:
+    """The first `n` images of a seeded permutation of the training split (un-augmented in-memory data)."""
+    from autocompress.data import take_tensors
+
+    return take_tensors(bundle.train, n, seed=CALIB_SEED)[0]
+
+
+def _plan(args: argparse.Namespace, schedule: Any) -> tuple[QuantConfig, list[str]]:
+    """(settings, layers kept FP32): the command line's, else the pruned schedule's block, else defaults."""
+    from autocompress.export import quant_config
+
+    base = quant_config(schedule) if schedule is not None and schedule.quantized else QuantConfig()
+    cfg = QuantConfig(calib_images=base.calib_images if args.calib_images is None else args.calib_images,
+                      calibration=args.calibration or base.calibration, per_channel=base.per_channel)
+    validate(cfg, "quantize")
+    keep = args.keep_fp32
+    if keep is None:
+        precision = schedule.layer_precision() if schedule is not None else {}
+        keep = [name for name, p in precision.items() if p == "fp32"]
+    return cfg, list(keep)
+
+
 def _quantize(args: argparse.Namespace) -> int:
     from autocompress.atomic import atomic_write
     from autocompress.config import AutocompressError
-    from autocompress.data import load_data, make_loader, take_tensors
+    from autocompress.data import load_data, make_loader
     from autocompress.measure.accuracy import evaluate
     from autocompress.quantize import int8_report, quantize_int8
 
-    cfg = QuantConfig(calib_images=args.calib_images, calibration=args.calibration)
-    validate(cfg, "quantize")
     if (args.model is None) == (args.pruned is None):
         raise AutocompressError("give either --model (with --weights) or --pruned FILE.")
     if args.rounds < 1 or args.threads < 1:
         raise AutocompressError("--rounds and --threads must be >= 1.")
+    if args.calib_images is not None:  # a bad count fails before the data is loaded
+        validate(QuantConfig(calib_images=args.calib_images), "quantize")
     bundle = load_data(DataConfig(name=args.data, root=args.data_root or default_data_root(), val_size=0))
-    model = _network(args, bundle)
-    calib, _ = take_tensors(bundle.train, cfg.calib_images, seed=1)
-    int8 = quantize_int8(model, calib, cfg, keep_fp32=args.keep_fp32)
+    model, schedule = _network(args, bundle)
+    cfg, keep = _plan(args, schedule)
+    int8 = quantize_int8(model, calibration_images(bundle, cfg.calib_images), cfg, keep_fp32=keep)
     atomic_write(args.out, lambda f: f.write(int8.onnx_bytes))
     fp32_top1 = evaluate(model, make_loader(bundle.test, 500)).top1
     report = int8_report(model, int8, bundle.test, bundle.input_shape, rounds=args.rounds, threads=args.threads)
     report = {"out": args.out, "fp32_top1": fp32_top1, "int8_top1": report.pop("top1"), **report,
-              "keep_fp32": sorted(args.keep_fp32)}
+              "keep_fp32": sorted(keep)}
     if args.json:
         print(json.dumps(report))
     else:
@@ -61,12 +96,15 @@ def _quantize(args: argparse.Namespace) -> int:
     return 0
 
 
-def _network(args: argparse.Namespace, bundle: object):  # noqa: ANN202 (nn.Module imported lazily)
+def _network(args: argparse.Namespace, bundle: Any) -> tuple[torch.nn.Module, Any]:
+    """(FP32 network, its pruning schedule or None for an unpruned --model)."""
     if args.pruned:
         from autocompress.export import load_pruned
 
-        return load_pruned(args.pruned)[0].eval()
+        model, schedule = load_pruned(args.pruned)
+        return model.eval(), schedule
     from autocompress.models import get_model
 
-    return get_model(args.model, num_classes=bundle.num_classes, weights=args.weights,  # type: ignore[attr-defined]
-                     in_channels=bundle.input_shape[0]).eval()  # type: ignore[attr-defined]
+    model = get_model(args.model, num_classes=bundle.num_classes, weights=args.weights,
+                      in_channels=bundle.input_shape[0])
+    return model.eval(), None

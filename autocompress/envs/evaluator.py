@@ -24,14 +24,18 @@ from autocompress.envs.rewards import LATENCY_REWARDS, Outcome
 from autocompress.measure.accuracy import evaluate_tensors
 from autocompress.measure.latency import LatencyMeter
 from autocompress.pruning import Pruner, recalibrate_bn
+from autocompress.quantize import layer_precision, quantize_int8, quantize_layers
 
 CORRECTION_RANGE = (0.5, 2.0)
 """Bounds of the measured/predicted latency correction: beyond them the table is wrong, not just biased."""
 
 
-def cache_key(kept: Mapping[str, int]) -> tuple[int, ...]:
-    """Evaluation-cache key: kept channels in group-name order (equal networks, equal keys)."""
-    return tuple(kept[name] for name in sorted(kept))
+def cache_key(kept: Mapping[str, int], precision: Mapping[str, str] | None = None) -> tuple[Any, ...]:
+    """Evaluation-cache key: kept channels in group-name order (equal networks, equal keys), then the groups
+    in INT8 if any (an all-FP32 policy has the key it had before precisions existed)."""
+    key: tuple[Any, ...] = tuple(kept[name] for name in sorted(kept))
+    int8 = tuple(sorted(g for g, p in (precision or {}).items() if p == "int8"))
+    return key + (("int8", *int8),) if int8 else key
 
 
 @dataclass
@@ -54,11 +58,19 @@ def check_inputs(data: EnvData, cfg: EnvConfig, lut: Any | None) -> None:
     needs_calib = cfg.bn_recalib_batches > 0 or cfg.prune.reconstruct
     if needs_calib and (data.calib_images is None or len(data.calib_images) == 0):
         raise ConfigError("env: BatchNorm recalibration / reconstruction needs calibration images (EnvData.calib_images).")
-    needs_lut = cfg.latency_mode == "lut" or cfg.budget_kind == "latency"
+    needs_lut = cfg.latency_mode == "lut" or (cfg.budget_kind == "latency" and cfg.precisions == "fp32")
     if needs_lut and lut is None:
         raise ConfigError("env: latency_mode 'lut' and latency budgets need a latency look-up table (env.lut_path).")
     if cfg.reward in LATENCY_REWARDS and cfg.latency_mode == "flops":
         raise ConfigError(f"env.reward {cfg.reward!r} needs latency: set env.latency_mode to 'lut' or 'measured'.")
+    if cfg.precisions != "fp32" and (data.calib_images is None or len(data.calib_images) == 0):
+        raise ConfigError("env: INT8 layers are calibrated on training images; EnvData.calib_images is empty.")
+    if cfg.precisions != "fp32" and cfg.budget_kind == "latency" and cfg.reward not in LATENCY_REWARDS:
+        raise ConfigError(
+            f"env.reward {cfg.reward!r}: with precisions {cfg.precisions!r} no look-up table can price INT8, so "
+            "the latency budget is enforced by the reward alone; use reward acc_latency (e.g. reward_kwargs: "
+            "{beta: -4.0}) or acc_latency_linear."
+        )
 
 
 class Evaluator:
@@ -85,7 +97,8 @@ class Evaluator:
         # measured / predicted latency ratios of past evaluations (latency budget, measured mode); saved in
         # search checkpoints. Their recent median corrects the table's predictions inside the env's wall.
         self.lut_feedback: list[float] = []
-        self.feedback_on = cfg.budget_kind == "latency" and cfg.latency_mode == "measured" and cfg.lut_feedback > 0
+        self.feedback_on = (cfg.budget_kind == "latency" and cfg.latency_mode == "measured" and cfg.lut_feedback > 0
+                            and lut is not None)
         # kept channels -> (outcome, info): identical networks are not re-evaluated; saved in search checkpoints.
         self.cache: dict[tuple[int, ...], tuple[Outcome, dict[str, Any]]] = {}
         self.baseline_top1 = self.accuracy(self.model)
@@ -120,17 +133,56 @@ class Evaluator:
         timing["recalib_s"] = time.perf_counter() - t
         return pruned.eval()
 
-    def evaluate(self, ratios: Mapping[str, float], steps_s: float = 0.0) -> tuple[Outcome, dict[str, Any]]:
-        """Outcome and info of the network pruned to `ratios` (any groups, no budget wall), cached by kept
-        channels. Episodes end here; baselines that probe single groups (sensitivity analysis) call it directly."""
+    def layer_precision(self, precision: Mapping[str, str] | None) -> dict[str, str]:
+        """Quantizable layer -> precision for a per-group choice ({} when nothing is INT8)."""
+        if not precision or all(p == "fp32" for p in precision.values()):
+            return {}
+        return layer_precision(self.pruner.layer_specs, precision, self.cfg.quant.other_layers)
+
+    def int8_group_sensitivity(self, images: int = 256) -> dict[str, float]:
+        """Per searched group: relative logit error of the unpruned network with only that group's layers in
+        INT8 (HAQ's per-layer sensitivity, a feature of the joint action), on held-out images. One
+        quantization per group, so it is computed once per env."""
+        x = self.data.val_images[:images]
+        with torch.no_grad():
+            ref = self.model(x)
+        out = {}
+        for g in self.pruner.groups:
+            mine = layer_precision(self.pruner.layer_specs, {g.name: "int8"}, "fp32")
+            layers = [name for name, p in mine.items() if p == "int8"]
+            if not layers:  # nothing quantizable in this group: INT8 changes nothing
+                out[g.name] = 0.0
+                continue
+            q = quantize_int8(self.model, self.data.calib_images, self.cfg.quant, only=layers)
+            out[g.name] = float((q(x) - ref).norm() / ref.norm().clamp_min(1e-12))
+        return out
+
+    def deployable(self, pruned: nn.Module, precision: Mapping[str, str] | None,
+                   timing: dict[str, float] | None = None) -> nn.Module:
+        """`pruned` as it will run: with INT8 layers quantized (an ONNX Runtime model) when `precision`
+        (group -> "fp32" | "int8") puts any layer in INT8; seconds spent go into timing["quantize_s"]."""
+        layers = self.layer_precision(precision)
+        if not layers:
+            return pruned
+        t = time.perf_counter()
+        model = quantize_layers(pruned, self.data.calib_images, layers, self.cfg.quant)
+        if timing is not None:
+            timing["quantize_s"] = time.perf_counter() - t
+        return model
+
+    def evaluate(self, ratios: Mapping[str, float], steps_s: float = 0.0,
+                 precision: Mapping[str, str] | None = None) -> tuple[Outcome, dict[str, Any]]:
+        """Outcome and info of the network pruned to `ratios` (any groups, no budget wall) with the groups'
+        layers in `precision` (default all FP32), cached by kept channels and precision. Episodes end here;
+        baselines that probe single groups (sensitivity analysis) call it directly."""
         ratios = dict(ratios)
         kept = self.pruner.kept_channels(ratios)
-        key = cache_key(kept)
+        key = cache_key(kept, precision)
         if key in self.cache:
             outcome, info = self.cache[key]
             return outcome, {**info, "cached": True, "schedule": ratios}
         timing = {"steps_s": steps_s}
-        pruned = self.compress(ratios, timing)
+        pruned = self.deployable(self.compress(ratios, timing), precision, timing)
         t = time.perf_counter()
         top1 = self.accuracy(pruned)
         timing["eval_s"] = time.perf_counter() - t
@@ -164,22 +216,31 @@ class Evaluator:
             "timing": timing,
             "cached": False,
             **({"lut_correction": correction} if self.feedback_on else {}),
+            **(self._precision_info(precision, pruned) if self.cfg.precisions != "fp32" else {}),
         }
         self.cache[key] = (outcome, info)
         return outcome, info
+
+    def _precision_info(self, precision: Mapping[str, str] | None, model: nn.Module) -> dict[str, Any]:
+        layers = self.layer_precision(precision)
+        return {"precision": {g.name: (precision or {}).get(g.name, "fp32") for g in self.pruner.groups},
+                "layer_precision": layers, "int8_layers": sum(p == "int8" for p in layers.values()),
+                "bytes": getattr(model, "nbytes", None)}
 
     def _record_feedback(self, kept: Mapping[str, int], speedup: float | None) -> None:
         """Measured / table-predicted latency of one network, for the table's correction (latency budgets)."""
         if self.feedback_on and speedup:
             self.lut_feedback.append((1.0 / speedup) / (self.lut.predict_ms(kept) / self.base_lut_ms))
 
-    def with_measured_latency(self, ratios: Mapping[str, float], outcome: Outcome,
-                              info: dict[str, Any]) -> tuple[Outcome, dict[str, Any]]:
+    def with_measured_latency(self, ratios: Mapping[str, float], outcome: Outcome, info: dict[str, Any],
+                              precision: Mapping[str, str] | None = None) -> tuple[Outcome, dict[str, Any]]:
         """An outcome scored elsewhere (a worker that only measured accuracy), timed here against the unpruned
-        network, so that timings never overlap each other."""
+        network, so that timings never overlap each other (INT8 layers are quantized again here: the same
+        calibration images give the same model)."""
         kept = self.pruner.kept_channels(ratios)
         t = time.perf_counter()
-        latency_ms, speedup, baseline_ms = self._latency(self.pruner.prune(dict(ratios)), kept)
+        model = self.deployable(self.pruner.prune(dict(ratios)), precision)
+        latency_ms, speedup, baseline_ms = self._latency(model, kept)
         correction = self.lut_correction
         self._record_feedback(kept, speedup)
         timing = {**info.get("timing", {}), "latency_s": time.perf_counter() - t}
@@ -187,9 +248,11 @@ class Evaluator:
                 "timing": timing, **({"lut_correction": correction} if self.feedback_on else {})}
         return dataclasses.replace(outcome, latency_ratio=None if speedup is None else 1.0 / speedup), info
 
-    def evaluate_batch(self, schedules: Sequence[Mapping[str, float]]) -> list[tuple[Outcome, dict[str, Any]]]:
+    def evaluate_batch(self, schedules: Sequence[Mapping[str, float]],
+                       precisions: Sequence[Mapping[str, str] | None] = ()) -> list[tuple[Outcome, dict[str, Any]]]:
         """Several schedules, scored in order (what a parallel backend distributes)."""
-        return [self.evaluate(s) for s in schedules]
+        precs = list(precisions) or [None] * len(schedules)
+        return [self.evaluate(s, precision=p) for s, p in zip(schedules, precs, strict=True)]
 
     def _latency(self, pruned: nn.Module, kept: Mapping[str, int]) -> tuple[float | None, float | None, float | None]:
         if self.cfg.latency_mode == "measured":
@@ -200,7 +263,8 @@ class Evaluator:
             return ms, self.base_lut_ms / ms, self.base_lut_ms
         return None, None, None
 
-    def remeasure(self, ratios: Mapping[str, float], rounds: int) -> tuple[Outcome, dict[str, Any]]:
+    def remeasure(self, ratios: Mapping[str, float], rounds: int,
+                  precision: Mapping[str, str] | None = None) -> tuple[Outcome, dict[str, Any]]:
         """Outcome and info of an evaluated policy with its latency timed again over `rounds` pairs.
 
         The best of many episodes scored on noisy timings is, on average, one whose timing was lucky (the
@@ -211,12 +275,12 @@ class Evaluator:
         if self.meter is None:
             raise ConfigError("remeasure needs env.latency_mode: measured.")
         kept = self.pruner.kept_channels(ratios)
-        key = cache_key(kept)
+        key = cache_key(kept, precision)
         if key not in self.cache:
             raise ValueError("remeasure: this policy was not evaluated (play it as an episode first).")
         outcome, info = self.cache[key]
         calib = self.data.calib_images if self.cfg.prune.reconstruct else None
-        pruned = self.pruner.prune(dict(ratios), calib)
+        pruned = self.deployable(self.pruner.prune(dict(ratios), calib), precision)
         meter = LatencyMeter(dataclasses.replace(self.cfg.latency, rounds=rounds), self.input_shape)
         cmp = meter.compare(self.model, pruned)
         outcome = dataclasses.replace(outcome, latency_ratio=1.0 / cmp.speedup)

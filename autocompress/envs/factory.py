@@ -61,9 +61,13 @@ def build_model(cfg: ExperimentConfig, bundle: Any) -> torch.nn.Module:
 
 
 def load_or_build_lut(cfg: ExperimentConfig, model: torch.nn.Module, example: torch.Tensor) -> Any | None:
-    """The latency look-up table the config needs (loaded from env.lut_path, else built and saved there)."""
+    """The latency look-up table the config needs (loaded from env.lut_path, else built and saved there).
+
+    None with INT8 choices (env.precisions): an FP32 table cannot price them, so their latency budget is soft
+    (enforced by the latency reward on measured timings).
+    """
     env = cfg.env
-    if env.latency_mode != "lut" and env.budget_kind != "latency":
+    if env.latency_mode != "lut" and (env.budget_kind != "latency" or env.precisions != "fp32"):
         return None
     from autocompress.measure.lut import LatencyLUT
     from autocompress.pruning import Pruner

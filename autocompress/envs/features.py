@@ -28,6 +28,9 @@ STATIC_NAMES = (
 )
 DYNAMIC_NAMES = ("macs_removed", "macs_to_decide", "prev_action", "budget_to_cut")
 FEATURE_NAMES = STATIC_NAMES + DYNAMIC_NAMES
+JOINT_NAMES = ("int8_sensitivity", "prev_precision")
+"""Appended when the action also picks a precision: the group's INT8 sensitivity (static, output error of
+its layers alone in INT8, normalised by the network's largest) and the previous step's precision."""
 _KIND_CODES = {"conv": 0.0, "depthwise": 0.5, "linear": 1.0}
 
 
@@ -69,7 +72,21 @@ def static_features(
     return rows.astype(np.float32)
 
 
-def observation(static_row: np.ndarray, dynamic: Sequence[float]) -> np.ndarray:
-    """The observation vector: the group's static row followed by the clipped dynamic features."""
-    dyn = np.clip(np.asarray(dynamic, dtype=np.float32), 0.0, 1.0)
+def with_int8_sensitivity(static: np.ndarray, sensitivity: Sequence[float]) -> np.ndarray:
+    """The static rows with a last column: each group's INT8 sensitivity over the network's largest."""
+    sens = np.asarray(sensitivity, dtype=np.float64)
+    top = sens.max() if len(sens) else 0.0
+    col = sens / top if top > 0 else np.zeros_like(sens)
+    return np.concatenate([static, col[:, None]], axis=1).astype(np.float32)
+
+
+def observation(static_row: np.ndarray, dynamic: Sequence[float], extra: Sequence[float] = ()) -> np.ndarray:
+    """The observation vector, AMC's order kept (FEATURE_NAMES): the group's static row and the clipped dynamic
+    features; with a joint action the static row carries INT8 sensitivity last, moved behind the dynamic
+    features here and followed by `extra` (JOINT_NAMES' order)."""
+    n_static = len(STATIC_NAMES)
+    dyn = np.clip(np.asarray(list(dynamic) + list(extra), dtype=np.float32), 0.0, 1.0)
+    if len(extra):
+        return np.concatenate([static_row[:n_static], dyn[: len(dynamic)], static_row[n_static:],
+                               dyn[len(dynamic):]]).astype(np.float32)
     return np.concatenate([static_row, dyn]).astype(np.float32)

@@ -23,22 +23,27 @@ from autocompress.envs.evaluator import EnvData, Evaluator
 from autocompress.envs.rewards import Outcome, get_reward
 
 
-def _one_finite_number(action: Any) -> float:
-    """The one finite number in `action`. Anything else is an agent bug: refused, not truncated to its first
-    value or clipped from +-inf to a bound, which would hide the bug behind plausible episodes."""
-    box = "the action space is Box(0, 1, (1,)): pass one finite number, e.g. np.array([0.3], np.float32)"
+def _finite_numbers(action: Any, size: int = 1) -> list[float]:
+    """The `size` finite numbers in `action`. Anything else is an agent bug: refused, not truncated to its first
+    values or clipped from +-inf to a bound, which would hide the bug behind plausible episodes."""
+    if size == 1:
+        box = "the action space is Box(0, 1, (1,)): pass one finite number, e.g. np.array([0.3], np.float32)"
+    else:
+        box = (f"the action space is Box(0, 1, ({size},)): pass {size} finite numbers (prune ratio, precision), "
+               "e.g. np.array([0.3, 0.9], np.float32)")
     if action is None or isinstance(action, (str, bytes)):
         raise ConfigError(f"NetCompressEnv.step: action {action!r} is not a number; {box}.")
     try:
         values = np.asarray(action, dtype=np.float64)
     except (TypeError, ValueError):
         raise ConfigError(f"NetCompressEnv.step: action {action!r} is not numeric; {box}.") from None
-    if values.size != 1:
+    if values.size != size:
         raise ConfigError(f"NetCompressEnv.step: action has shape {values.shape} ({values.size} values); {box}.")
-    value = float(values.reshape(-1)[0])
-    if not math.isfinite(value):
-        raise ConfigError(f"NetCompressEnv.step: action is {value}; {box}.")
-    return value
+    flat = [float(v) for v in values.reshape(-1)]
+    for value in flat:
+        if not math.isfinite(value):
+            raise ConfigError(f"NetCompressEnv.step: action {'is' if size == 1 else 'holds'} {value}; {box}.")
+    return flat
 
 
 class NetCompressEnv(gym.Env):
@@ -105,15 +110,25 @@ class NetCompressEnv(gym.Env):
         self.reward_fn = get_reward(cfg.reward, cfg.reward_kwargs)
         self.evaluator = evaluator if evaluator is not None else Evaluator(model, data, cfg, lut=lut)
         self.groups = list(self.pruner.groups)
+        self.precision_choices = tuple(cfg.precisions.split("+"))
+        """Precisions the action's second number picks from, in order (only "fp32": a prune-only action)."""
+        self.soft_budget = cfg.budget_kind == "latency" and self.lut is None
+        """A latency budget no table can price (INT8 layers): the reward enforces it, not the wall."""
         self._out_group = {spec.name: spec.out_group for spec in self.pruner.layer_specs}
         self._base_resource = self.resource({})
         self.wall = self._make_wall()
         self._static = features.static_features(self.groups, dict(self.model.named_modules()), self._latency_share())
-        self.observation_space = gym.spaces.Box(0.0, 1.0, (len(features.FEATURE_NAMES),), np.float32)
-        self.action_space = gym.spaces.Box(0.0, 1.0, (1,), np.float32)
+        if self.joint:
+            sens = self.evaluator.int8_group_sensitivity()
+            self._static = features.with_int8_sensitivity(self._static, [sens[g.name] for g in self.groups])
+        n_obs = len(features.FEATURE_NAMES) + (len(features.JOINT_NAMES) if self.joint else 0)
+        self.observation_space = gym.spaces.Box(0.0, 1.0, (n_obs,), np.float32)
+        self.action_space = gym.spaces.Box(0.0, 1.0, (2 if self.joint else 1,), np.float32)
         self._index = 0
         self._ratios: dict[str, float] = {}
+        self._precision: dict[str, str] = {}
         self._prev_action = 0.0
+        self._prev_precision = 0.0
         self._step_s = 0.0
         self._running = False  # an episode is in progress: reset() was called and it has not terminated
         self.defer_evaluation = False
@@ -137,24 +152,31 @@ class NetCompressEnv(gym.Env):
     lut_feedback = property(lambda self: self.evaluator.lut_feedback)
     lut_correction = property(lambda self: self.evaluator.lut_correction)
 
+    @property
+    def joint(self) -> bool:
+        """Whether each action also chooses the group's precision (env.precisions is not just "fp32")."""
+        return len(self.precision_choices) > 1
+
     def compress(self, ratios: Mapping[str, float], timing: dict[str, float] | None = None) -> nn.Module:
         """The network pruned to `ratios` as episodes see it (`Evaluator.compress`)."""
         return self.evaluator.compress(ratios, timing)
 
-    def evaluate_policy(self, ratios: Mapping[str, float], steps_s: float = 0.0) -> tuple[Outcome, dict[str, Any]]:
+    def evaluate_policy(self, ratios: Mapping[str, float], steps_s: float = 0.0,
+                        precision: Mapping[str, str] | None = None) -> tuple[Outcome, dict[str, Any]]:
         """Outcome and info of the network pruned to `ratios`, no budget wall (`Evaluator.evaluate`)."""
-        return self.evaluator.evaluate(ratios, steps_s)
+        return self.evaluator.evaluate(ratios, steps_s, precision)
 
-    def remeasure(self, ratios: Mapping[str, float], rounds: int) -> tuple[float, dict[str, Any]]:
+    def remeasure(self, ratios: Mapping[str, float], rounds: int,
+                  precision: Mapping[str, str] | None = None) -> tuple[float, dict[str, Any]]:
         """Reward and info of an evaluated policy with its latency timed again (`Evaluator.remeasure`)."""
-        outcome, info = self.evaluator.remeasure(ratios, rounds)
+        outcome, info = self.evaluator.remeasure(ratios, rounds, precision)
         return self.reward_fn(outcome), info
 
     # ----------------------------------------------------------------- construction helpers
     def resource(self, ratios: Mapping[str, float]) -> float:
         """The budgeted resource (MACs, params or table-predicted ms) of the network pruned to `ratios`."""
         kept = self.pruner.kept_channels(ratios)
-        if self.cfg.budget_kind == "macs":
+        if self.cfg.budget_kind == "macs" or self.soft_budget:
             return self.cost_model.macs(kept)
         if self.cfg.budget_kind == "params":
             return self.cost_model.params(kept)
@@ -163,7 +185,8 @@ class NetCompressEnv(gym.Env):
 
     def _make_wall(self) -> BudgetWall:
         base = self._base_resource
-        wall = BudgetWall(self.resource, self.cfg.budget * base, [g.name for g in self.groups], self.cfg.max_ratio)
+        fraction = 1.0 if self.soft_budget else self.cfg.budget  # a soft budget: no wall (MACs may stay)
+        wall = BudgetWall(self.resource, fraction * base, [g.name for g in self.groups], self.cfg.max_ratio)
         if not wall.reachable():
             floor = self.resource(dict.fromkeys(wall.order, self.cfg.max_ratio)) / base
             raise ConfigError(
@@ -185,7 +208,9 @@ class NetCompressEnv(gym.Env):
         super().reset(seed=seed)
         self._index = 0
         self._ratios = {}
+        self._precision = {}
         self._prev_action = 0.0
+        self._prev_precision = 0.0
         self._step_s = 0.0
         self._running = True
         return self._observe(), {"group": self.groups[0].name}
@@ -197,21 +222,29 @@ class NetCompressEnv(gym.Env):
                 "NetCompressEnv.step: no episode in progress (step() before the first reset(), or after the "
                 "episode terminated); call reset() to start one."
             )
-        a = float(np.clip(_one_finite_number(action), 0.0, 1.0))  # finite values outside [0, 1]: clipped, as AMC
+        # finite values outside [0, 1]: clipped, as AMC
+        values = np.clip(_finite_numbers(action, int(self.action_space.shape[0])), 0.0, 1.0)
         lo, hi = self.cfg.min_ratio, self.cfg.max_ratio
         group = self.groups[self._index]
-        ratio = self.wall.clip(self._ratios, self._index, lo + a * (hi - lo))
+        ratio = self.wall.clip(self._ratios, self._index, lo + float(values[0]) * (hi - lo))
         self._ratios[group.name] = ratio
         self._prev_action = (ratio - lo) / (hi - lo) if hi > lo else 0.0
+        info: dict[str, Any] = {"group": group.name, "prune_ratio": ratio}
+        if self.joint:
+            n = len(self.precision_choices)
+            choice = min(int(float(values[1]) * n), n - 1)
+            self._precision[group.name] = info["precision"] = self.precision_choices[choice]
+            self._prev_precision = choice / (n - 1)
         self._index += 1
         terminated = self._index == len(self.groups)
-        info: dict[str, Any] = {"group": group.name, "prune_ratio": ratio}
         reward = 0.0
         obs = self._observe()
         self._step_s += time.perf_counter() - t0  # the env's own work: wall, features
         if terminated and self.defer_evaluation:  # a batched search scores the schedule itself, maybe elsewhere
             self._running = False
             info.update(schedule=dict(self._ratios), steps_s=self._step_s, deferred=True)
+            if self.joint:
+                info["precision"] = dict(self._precision)
         elif terminated:
             self._running = False
             outcome, final = self._finish()
@@ -229,10 +262,12 @@ class NetCompressEnv(gym.Env):
         current = self.resource(self._ratios)
         to_cut = max(current - self.wall.target, 0.0) / self._base_resource
         removed = 1.0 - sum(layer_macs.values()) / self.base_macs
-        return features.observation(row, [removed, to_decide / self.base_macs, self._prev_action, to_cut])
+        dynamic = [removed, to_decide / self.base_macs, self._prev_action, to_cut]
+        return features.observation(row, dynamic, [self._prev_precision] if self.joint else ())
 
     def _finish(self) -> tuple[Outcome, dict[str, Any]]:
-        return self.evaluator.evaluate(self._ratios, steps_s=self._step_s)
+        precision = dict(self._precision) if self.joint else None
+        return self.evaluator.evaluate(self._ratios, steps_s=self._step_s, precision=precision)
 
     # ----------------------------------------------------------------- conveniences
     @property

@@ -123,8 +123,10 @@ def _run_onnx(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tens
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     options.inter_op_num_threads = 1
-    session = ort.InferenceSession(export_onnx_bytes(model, example.cpu(), dynamic_batch=True), options,
-                                   providers=["CPUExecutionProvider"])
+    blob = getattr(model, "onnx_bytes", None)  # already an ONNX model (e.g. INT8): scored as it is
+    if not isinstance(blob, bytes):
+        blob = export_onnx_bytes(model, example.cpu(), dynamic_batch=True)
+    session = ort.InferenceSession(blob, options, providers=["CPUExecutionProvider"])
     tally = _Tally()
     for x, y in batches:
         start = time.perf_counter()

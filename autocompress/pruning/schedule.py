@@ -21,8 +21,14 @@ from autocompress.atomic import atomic_write_text
 from autocompress.config import AutocompressError, read_capped
 
 FORMAT = "autocompress.schedule"
-VERSION = 1
-_TOP_KEYS = {"format", "version", "model", "groups", "budget", "metrics"}
+VERSION = 2
+"""Version written. 2 added the optional "quantization" block (per-layer precision); version 1 files (no
+precision: every layer FP32) still load."""
+READABLE_VERSIONS = (1, 2)
+_TOP_KEYS = {"format", "version", "model", "groups", "budget", "metrics", "quantization"}
+_QUANT_KEYS = {"layers", "calib_images", "per_channel", "calibration"}
+_PRECISIONS = ("fp32", "int8")
+_CALIBRATIONS = ("minmax", "entropy", "percentile")
 _GROUP_KEYS = {"name", "members", "channels_before", "channels_after", "prune_ratio"}
 MAX_BYTES = 64 * 1024 * 1024
 """Largest schedule file read: a real one is kilobytes; anything near this is not a schedule."""
@@ -57,6 +63,19 @@ class Schedule:
     groups: list[GroupEntry]
     budget: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    quantization: dict[str, Any] | None = None
+    """None: every layer FP32. Else {"layers": {layer name: "fp32" | "int8"}, "calib_images": int,
+    "per_channel": bool, "calibration": "minmax" | "entropy" | "percentile"}: the ONNX Runtime static INT8
+    export to deploy (see `autocompress.quantize.quantize_layers`)."""
+
+    def layer_precision(self) -> dict[str, str]:
+        """Quantizable layer -> "fp32" | "int8" ({} when the schedule does not quantize)."""
+        return dict(self.quantization["layers"]) if self.quantization else {}
+
+    @property
+    def quantized(self) -> bool:
+        """Whether deploying this schedule quantizes any layer to INT8."""
+        return any(p == "int8" for p in self.layer_precision().values())
 
     def prune_ratios(self) -> dict[str, float]:
         """group name -> prune ratio (share of channels removed)."""
@@ -74,10 +93,12 @@ class Schedule:
         model_name: str,
         budget: Mapping[str, Any] | None = None,
         metrics: Mapping[str, Any] | None = None,
+        quantization: Mapping[str, Any] | None = None,
     ) -> Schedule:
         """The schedule `pruner.prune(prune_ratios)` applies, covering every group of the model.
 
         Analytic `macs`/`params` (and their ratios to the unpruned model) are filled in unless given.
+        `quantization` (the "quantization" block, see the field) is kept only when it quantizes a layer.
         """
         kept = pruner.kept_channels(prune_ratios)
         entries = [
@@ -103,6 +124,7 @@ class Schedule:
             groups=entries,
             budget=dict(budget or {}),
             metrics={**auto, **dict(metrics or {})},
+            quantization=_quantization(quantization, "schedule") if quantization else None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -122,6 +144,7 @@ class Schedule:
             ],
             "budget": self.budget,
             "metrics": self.metrics,
+            **({"quantization": self.quantization} if self.quantization else {}),
         }
 
     def to_json(self) -> str:
@@ -159,11 +182,14 @@ class Schedule:
                 f"{source}: 'format' is {data.get('format')!r}, not {FORMAT!r}; this is not an autocompress "
                 "schedule (write one with `autocompress schedule` or `autocompress search`)."
             )
-        if data.get("version") != VERSION:
+        version = data.get("version")
+        if isinstance(version, bool) or version not in READABLE_VERSIONS:
             raise ScheduleError(
-                f"{source}: schedule version {data.get('version')!r} is not supported; this autocompress reads "
-                f"version {VERSION}. Re-export the schedule with this version."
+                f"{source}: schedule version {version!r} is not supported; this autocompress reads versions "
+                f"{', '.join(map(str, READABLE_VERSIONS))}. Re-export the schedule with this version."
             )
+        if version == 1 and "quantization" in data:
+            raise ScheduleError(f"{source}: 'quantization' needs schedule version 2; set \"version\": 2.")
         missing = sorted({"model", "groups"} - set(data))
         unknown = sorted(set(data) - _TOP_KEYS)
         if missing or unknown:
@@ -186,7 +212,9 @@ class Schedule:
         if dupes:
             more = f" and {len(dupes) - 6} more" if len(dupes) > 6 else ""
             raise ScheduleError(f"{source}: group(s) {dupes[:6]}{more} appear more than once; keep one entry per group.")
-        return cls(model["name"], model["structure_hash"], entries, dict(data.get("budget", {})), dict(data.get("metrics", {})))
+        quant = data.get("quantization")
+        return cls(model["name"], model["structure_hash"], entries, dict(data.get("budget", {})),
+                   dict(data.get("metrics", {})), _quantization(quant, source) if quant is not None else None)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the JSON atomically (a temp file in the same folder, then rename)."""
@@ -225,6 +253,29 @@ def _plain(x: Any) -> Any:
     if isinstance(x, (set, tuple)):
         return list(x)
     raise TypeError(f"{type(x).__name__} is not JSON serialisable")
+
+
+def _quantization(q: Any, source: str) -> dict[str, Any] | None:
+    """A validated copy of a "quantization" block; None when it quantizes nothing."""
+    where = f"{source}: quantization"
+    if not isinstance(q, Mapping) or set(q) != _QUANT_KEYS:
+        raise ScheduleError(f"{where} must be an object with exactly the keys {sorted(_QUANT_KEYS)}.")
+    layers = q["layers"]
+    if not isinstance(layers, Mapping) or not all(isinstance(k, str) and k for k in layers):
+        raise ScheduleError(f"{where}.layers must map layer names to \"fp32\" or \"int8\".")
+    bad = sorted(k for k, v in layers.items() if v not in _PRECISIONS)
+    if bad:
+        raise ScheduleError(f"{where}.layers: {_few(bad)} have a precision other than \"fp32\" or \"int8\".")
+    n = q["calib_images"]
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 100_000:
+        raise ScheduleError(f"{where}.calib_images must be an integer in [1, 100000], got {n!r}.")
+    if not isinstance(q["per_channel"], bool):
+        raise ScheduleError(f"{where}.per_channel must be true or false.")
+    if q["calibration"] not in _CALIBRATIONS:
+        raise ScheduleError(f"{where}.calibration must be one of {', '.join(_CALIBRATIONS)}.")
+    if not any(v == "int8" for v in layers.values()):
+        return None
+    return {"layers": dict(layers), "calib_images": n, "per_channel": q["per_channel"], "calibration": q["calibration"]}
 
 
 def _entry(g: Any, i: int, source: str) -> GroupEntry:
