@@ -1,15 +1,24 @@
-"""INT8 against FP32 and pruning in ONNX Runtime: the rows of issue #15's table that exist so far.
+"""INT8 against FP32 and pruning in ONNX Runtime: issue #15's table.
 
 For each config (its model, adapted weights and data; `cifar10_jpeg` for the issue's table) and method:
 - `fp32`: the unpruned network exported to ONNX (the reference every speedup is measured against);
 - `int8_ptq`: post-training static INT8 of the whole network (`autocompress.quantize.quantize_int8`,
   QDQ, per-channel weights, `--calib` training images), no fine-tuning.
+- `--searches` cells, each a search at a measured ONNX Runtime speedup target (same agent, episodes, seed
+  and fine-tune recipe for all; chosen on val by the config's tournament, reported on test):
+  `prune_search@T` (FP32 channel pruning, the latency table's wall corrected by measured timings),
+  `quant_search@T` (per-group FP32/INT8 only: max_ratio 0) and `joint_search@T` (prune ratio and precision
+  per group; the `--joint-config`'s soft latency target). The chosen network is fine-tuned in FP32, then its
+  INT8 layers are calibrated and quantized (`pipeline.INT8_RECIPE`).
 Each row: top-1 on every test image, the ONNX Runtime speedup over FP32 (batch 1, one thread, pairs timed
 in alternation), model bytes, the CPU and its INT8 flags. Finished rows are kept in `--work/<model>/<method>.json`
 and skipped on a rerun; the JSON is rebuilt from all of them.
 
     python scripts/bench_quantization.py --configs experiments/resnet20-cifar10jpeg-macs50.yaml \
         experiments/resnet56-cifar10jpeg-macs50.yaml --methods fp32 int8_ptq --json docs/benchmarks/quantization.json
+    python scripts/bench_quantization.py --configs experiments/resnet20-cifar10jpeg-macs50.yaml --methods \
+        --searches joint_search@2 prune_search@2 quant_search@2 joint_search@3 joint_search@4 \
+        --joint-config experiments/resnet20-cifar10jpeg-int8-joint.yaml --json docs/benchmarks/quantization.json
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from bench_joint import search_row
 from plot_utils import cpu_model, run_script, write_json_atomic
 
 from autocompress.config import QuantConfig, load_config
@@ -34,6 +44,7 @@ from autocompress.pruning import Schedule, apply_schedule
 from autocompress.quantize import cpu_int8_flags, int8_report, int8_sensitivity, quantize_int8
 
 METHODS = ("fp32", "int8_ptq")
+SEARCH_METHODS = ("prune_search", "quant_search", "joint_search")
 ROW_KEYS = ("model", "method", "target_speedup", "speedup_measured", "bytes", "test_images", "top1_before_ft",
             "top1_after_ft", "cpu")
 PRUNED_METHODS = ("pruned_fp32", "pruned_int8_ptq")
@@ -126,7 +137,7 @@ def sensitivity(cfg: Any, args: argparse.Namespace, work: Path) -> dict[str, Any
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--configs", nargs="+", required=True, help="experiment YAMLs (model, weights, data)")
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS)
     p.add_argument("--calib", type=int, default=128, help="calibration images from the training split")
     p.add_argument("--rounds", type=int, default=100, help="alternating timing pairs")
     p.add_argument("--threads", type=int, default=1, help="torch threads for evaluation")
@@ -135,6 +146,13 @@ def main() -> None:
                         "in FP32 and INT8, as extra rows")
     p.add_argument("--sensitivity", action="store_true",
                    help="also each layer's INT8 sensitivity (only that layer quantized) on 1,000 val images")
+    p.add_argument("--searches", nargs="*", default=[], metavar="METHOD@T",
+                   help=f"search cells: one of {', '.join(SEARCH_METHODS)}, @ the target ONNX Runtime speedup")
+    p.add_argument("--joint-config", default="experiments/resnet20-cifar10jpeg-int8-joint.yaml",
+                   help="search settings of the --searches cells (agent, episodes, reward, tournament)")
+    p.add_argument("--episodes", type=int, default=None, help="override the search episodes")
+    p.add_argument("--ft-epochs", type=int, default=3, help="fine-tune epochs of every searched network")
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", default="runs/quantization")
     p.add_argument("--json", required=True)
     args = p.parse_args()
@@ -146,6 +164,14 @@ def main() -> None:
             row = run_row(cfg, method, args, work)
             print(f"{row['model']:18} {row['method']:9} top-1 {row['top1_after_ft']:.2f}  "
                   f"speedup {row['speedup_measured']:.2f}x  {row['bytes'] / 1e6:.2f} MB", file=sys.stderr)
+    for cell in args.searches:
+        method, _, target = cell.partition("@")
+        if method not in SEARCH_METHODS or not target:
+            raise SystemExit(f"--searches: {cell!r} is not METHOD@SPEEDUP with METHOD in {SEARCH_METHODS}")
+        for path in args.configs:
+            row = search_row(load_config(path), load_config(args.joint_config), method, float(target), args, work)
+            print(f"{row['model']:18} {cell:16} top-1 {row['top1_before_ft']:.2f} -> {row['top1_after_ft']:.2f}  "
+                  f"speedup {row['speedup_measured']:.2f}x  {row['bytes'] / 1e6:.2f} MB", file=sys.stderr)
     for path in args.configs if args.sensitivity else ():
         worst = sorted(sensitivity(load_config(path), args, work)["layers"].items(),
                        key=lambda kv: -kv[1]["logit_error"])[:3]
@@ -155,7 +181,7 @@ def main() -> None:
             print(f"{row['model']:18} {row['method']:16} top-1 {row['top1']:.2f}  speedup "
                   f"{row['speedup_measured']:.2f}x  {row['bytes'] / 1e6:.2f} MB  ({row['from']})", file=sys.stderr)
     found = [json.loads(q.read_text()) for q in sorted(work.glob("*/*.json"))]
-    rows = [r for r in found if r.get("method") in METHODS]
+    rows = [r for r in found if r.get("method") in METHODS + SEARCH_METHODS]
     write_json_atomic(args.json, {
         "rows": [{k: r[k] for k in ROW_KEYS} for r in rows],  # exactly issue #15's shape
         "details": rows,
@@ -163,7 +189,9 @@ def main() -> None:
         "int8_sensitivity": [r for r in found if "layers" in r],
         "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
         "note": "speedup: ONNX Runtime, batch 1, 1 thread, median of per-pair ratios against the FP32 network "
-                "timed in alternation; INT8 rows are post-training (no fine-tune), so top-1 before = after.",
+                "timed in alternation; fp32/int8_ptq rows are not fine-tuned (top-1 before = after); search rows "
+                "are fine-tuned in FP32 (distilled from the unpruned network), then INT8 layers calibrated and "
+                "quantized (post-training; no quantization-aware training).",
     })
 
 

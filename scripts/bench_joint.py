@@ -1,0 +1,95 @@
+"""One search cell of issue #15's table (used by bench_quantization.py --searches): search at a measured ONNX
+Runtime speedup target, choose on val, fine-tune in FP32, quantize the INT8 layers, report on test.
+
+The three methods differ only in what the action may choose, so they share agent, episodes, seed, reward,
+tournament and fine-tune recipe (the --joint-config's):
+- prune_search: FP32 channel pruning; the latency budget is a hard wall priced by the latency look-up table
+  and corrected by measured timings (the strongest pruning-only search this project has);
+- quant_search: FP32 or INT8 per group, nothing pruned (max_ratio 0), HAQ-like;
+- joint_search: prune ratio and precision per group.
+A cell is written to --work/<model>/<method>@<T>x.json when finished; its search and fine-tune resume from
+their checkpoints after a kill.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from bench_quality import search_cell
+from plot_utils import cpu_model, write_json_atomic
+
+from autocompress.config import ExperimentConfig
+from autocompress.data import make_loader
+from autocompress.export import quant_config
+from autocompress.measure.accuracy import evaluate
+from autocompress.pipeline import build
+from autocompress.pruning import Schedule
+from autocompress.quantize import cpu_int8_flags, int8_report, quantize_layers
+from autocompress.train import train
+
+
+def cell_config(base: ExperimentConfig, joint: ExperimentConfig, method: str, target: float, run_dir: Path,
+                episodes: int | None, ft_epochs: int, seed: int) -> ExperimentConfig:
+    """`base`'s model and data with `joint`'s search settings, restricted to what `method` may choose."""
+    env = replace(joint.env, budget=1.0 / target)
+    if method == "prune_search":
+        env = replace(env, precisions="fp32", lut_path=str(run_dir.parent / "lut.json"))
+    elif method == "quant_search":
+        env = replace(env, min_ratio=0.0, max_ratio=0.0)
+    search = replace(joint.search, seed=seed, out_dir=str(run_dir), episodes=episodes or joint.search.episodes)
+    return replace(joint, name=f"{method}@{target:g}x", model=base.model, data=base.data, env=env, search=search,
+                   finetune=replace(base.finetune or joint.finetune, epochs=ft_epochs), pretrain=None)
+
+
+def deployed(model: torch.nn.Module, schedule: Schedule, calib: torch.Tensor) -> torch.nn.Module:
+    """The network as it ships: INT8 layers quantized when the schedule says so."""
+    if not schedule.quantized:
+        return model.eval()
+    return quantize_layers(model.eval(), calib, schedule.layer_precision(), quant_config(schedule))
+
+
+def search_row(base: ExperimentConfig, joint: ExperimentConfig, method: str, target: float,
+               args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    path = work / base.model.name / f"{method}@{target:g}x.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    run_dir = work / base.model.name / f"{method}@{target:g}x-seed{args.seed}"
+    cfg = cell_config(base, joint, method, target, run_dir, args.episodes, args.ft_epochs, args.seed)
+    env, bundle = build(cfg)
+    best, search_s = search_cell(cfg, env, bundle, run_dir)
+    schedule = Schedule.load(run_dir / "best_schedule.json")
+    calib = env.evaluator.data.calib_images  # what the search calibrated its INT8 candidates on
+    pruned = env.evaluator.compress(schedule.prune_ratios())
+    before = evaluate(deployed(pruned, schedule, calib), make_loader(bundle.test, 500)).top1
+    torch.manual_seed(args.seed)
+    start = time.perf_counter()
+    train(pruned, bundle, cfg.finetune, teacher=env.model, out_dir=run_dir / "finetune")
+    ft_s = time.perf_counter() - start
+    report = int8_report(env.model, deployed(pruned, schedule, calib), bundle.test, bundle.input_shape,
+                         rounds=args.rounds)
+    precision = schedule.layer_precision()
+    row = {
+        "model": cfg.model.name, "method": method, "target_speedup": target,
+        "speedup_measured": report["speedup"], "speedup_spread": report["speedup_spread"],
+        "bytes": report["bytes"], "test_images": report["test_images"],
+        "top1_before_ft": before, "top1_after_ft": report["top1"],
+        "cpu": f"{cpu_model()} ({', '.join(cpu_int8_flags()) or 'no INT8 flags found'})",
+        "finetune": f"{cfg.finetune.epochs} epochs FP32, distilled; then INT8 calibration (post-training)",
+        "search_s": search_s, "ft_s": ft_s, "episodes": cfg.search.episodes, "agent": cfg.search.agent,
+        "seed": args.seed, "macs_ratio": best["macs_ratio"], "val_top1_in_search": best["top1"],
+        "val_speedup_in_search": best.get("speedup"), "tournament_val_top1": best.get("tournament_val_top1"),
+        "int8_layers": sum(p == "int8" for p in precision.values()), "layers": len(precision) or None,
+        "schedule": schedule.prune_ratios(), "layer_precision": precision, "latency_ms": report["latency_ms"],
+        "fp32_latency_ms": report["fp32_latency_ms"], "timing_loadavg": os.getloadavg()[0],
+        "run_dir": str(run_dir), "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
+    write_json_atomic(path, row)
+    return row
