@@ -17,6 +17,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -26,7 +27,7 @@ import torch
 from bench_quality import search_cell
 from plot_utils import cpu_model, write_json_atomic
 
-from autocompress.config import ExperimentConfig
+from autocompress.config import ConfigError, ExperimentConfig
 from autocompress.data import make_loader
 from autocompress.export import quant_config
 from autocompress.measure.accuracy import evaluate
@@ -63,7 +64,15 @@ def search_row(base: ExperimentConfig, joint: ExperimentConfig, method: str, tar
         return json.loads(path.read_text())
     run_dir = work / base.model.name / f"{method}@{target:g}x-seed{args.seed}"
     cfg = cell_config(base, joint, method, target, run_dir, args.episodes, args.ft_epochs, args.seed)
-    env, bundle = build(cfg)
+    try:
+        env, bundle = build(cfg)
+    except ConfigError as exc:  # pruning the blocks' inner channels alone cannot reach the target: all groups
+        if "unreachable" not in str(exc) or cfg.env.prune.scope == "all":
+            raise
+        print(f"{method}@{target:g}x: {exc} -> env.prune.scope: all", file=sys.stderr)
+        cfg = replace(cfg, env=replace(cfg.env, prune=replace(cfg.env.prune, scope="all"),
+                                       lut_path=str(run_dir.parent / "lut-all.json")))
+        env, bundle = build(cfg)
     best, search_s = search_cell(cfg, env, bundle, run_dir)
     schedule = Schedule.load(run_dir / "best_schedule.json")
     calib = env.evaluator.data.calib_images  # what the search calibrated its INT8 candidates on
@@ -84,7 +93,7 @@ def search_row(base: ExperimentConfig, joint: ExperimentConfig, method: str, tar
         "cpu": f"{cpu_model()} ({', '.join(cpu_int8_flags()) or 'no INT8 flags found'})",
         "finetune": f"{cfg.finetune.epochs} epochs FP32, distilled; then INT8 calibration (post-training)",
         "search_s": search_s, "ft_s": ft_s, "episodes": cfg.search.episodes, "agent": cfg.search.agent,
-        "seed": args.seed, "macs_ratio": best["macs_ratio"], "val_top1_in_search": best["top1"],
+        "seed": args.seed, "prune_scope": cfg.env.prune.scope, "macs_ratio": best["macs_ratio"], "val_top1_in_search": best["top1"],
         "val_speedup_in_search": best.get("speedup"), "tournament_val_top1": best.get("tournament_val_top1"),
         "int8_layers": sum(p == "int8" for p in precision.values()), "layers": len(precision) or None,
         "schedule": schedule.prune_ratios(), "layer_precision": precision, "latency_ms": report["latency_ms"],
