@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from autocompress.config import AutocompressError, SearchConfig
-from autocompress.envs.evaluator import Evaluator, cache_key
+from autocompress.envs.evaluator import Evaluator, cache_key, check_inputs
 from autocompress.envs.rewards import Outcome
 
 Result = tuple[Outcome, dict[str, Any]]
@@ -67,8 +67,12 @@ class RayBackend:
                                    f"({type(exc).__name__}: {str(exc)[:200]}); check search.address / --address."
                                    ) from None
         env_cfg = evaluator.cfg
-        if env_cfg.latency_mode == "measured":  # timed here, alone; the workers only score accuracy
-            env_cfg = dataclasses.replace(env_cfg, latency_mode="flops", budget_kind="macs")
+        if env_cfg.latency_mode == "measured":  # timed here, alone; the workers only score accuracy (the
+            # reward is computed here from the timed outcome, so a latency reward is not theirs to check)
+            env_cfg = dataclasses.replace(env_cfg, latency_mode="flops", budget_kind="macs", reward="acc",
+                                          reward_kwargs={})
+        # A worker whose construction fails would be restarted forever (max_restarts=-1): refuse here instead.
+        check_inputs(evaluator.data, env_cfg, evaluator.lut)
         refs = [ray.put(x) for x in (evaluator.model, evaluator.data, evaluator.lut)]
         worker = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=-1)(_Worker)
         threads = torch.get_num_threads()

@@ -98,3 +98,28 @@ def test_measured_latency_is_timed_here_for_outcomes_scored_elsewhere(tmp_path):
     outcome, info = env.evaluator.with_measured_latency(schedule, outcome, info)
     assert outcome.latency_ratio == pytest.approx(1.0 / info["speedup"]) and info["speedup"] > 0
     assert info["timing"]["latency_s"] > 0 and info["top1"] == flops_env.evaluator.evaluate(schedule)[1]["top1"]
+
+
+def test_ray_workers_score_int8_choices_and_this_process_times_them(tmp_path, ray_cluster):
+    """Joint prune + INT8 policies: workers quantize and score; this process quantizes again and times."""
+    pytest.importorskip("onnxruntime")
+    ray, cluster = ray_cluster
+    from autocompress.parallel import RayBackend
+
+    cfg = load_config({**to_dict(small_config(tmp_path / "run")), "env": {
+        "precisions": "fp32+int8", "budget_kind": "latency", "budget": 0.8, "latency_mode": "measured",
+        "reward": "acc_latency", "val_images": 120, "bn_recalib_batches": 1, "bn_recalib_batch_size": 32,
+        "latency": {"runtime": "onnxruntime", "rounds": 3, "warmup": 1}, "quant": {"calib_images": 32}}})
+    cfg = replace(cfg, search=replace(cfg.search, workers=2, backend="ray", address=cluster.address))
+    env, _ = build(cfg, progress=False)
+    names = env.group_names
+    schedules = [dict.fromkeys(names, 0.25)] * 2
+    precisions = [dict.fromkeys(names, "int8"), dict.fromkeys(names, "fp32")]
+    backend = RayBackend(env.evaluator, cfg.search)
+    got = backend.evaluate(schedules, [0.0, 0.0], precisions)
+    backend.close()
+    assert [g[1]["int8_layers"] > 0 for g in got] == [True, False]
+    assert all(g[1]["worker_pid"] != os.getpid() and g[1]["speedup"] > 0 for g in got)
+    fresh, _ = build(replace(cfg, search=replace(cfg.search, workers=1, backend="local")), progress=False)
+    local = [fresh.evaluator.evaluate(s, precision=p)[1]["top1"] for s, p in zip(schedules, precisions, strict=True)]
+    assert [g[1]["top1"] for g in got] == local
