@@ -112,19 +112,20 @@ def test_attention_is_refused_with_the_layer_named_not_a_traceback():
         Pruner(_TinyAttention().eval(), torch.randn(1, 3, 8, 8))
 
 
-class _TinyLSTM(nn.Module):
+class _LSTMLogits(nn.Module):
+    """The LSTM's last step is the logits: its hidden units are the output, so nothing can be pruned."""
+
     def __init__(self) -> None:
         super().__init__()
-        self.lstm = nn.LSTM(28, 16, batch_first=True)
-        self.fc = nn.Linear(16, 10)
+        self.lstm = nn.LSTM(28, 10, batch_first=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out, _ = self.lstm(x.squeeze(1))
-        return self.fc(out[:, -1])
+        return out[:, -1]
 
 
 def test_a_network_with_nothing_to_prune_is_refused_not_silently_kept():
     from autocompress.pruning import PruneError, Pruner
 
-    with pytest.raises(PruneError, match=r"no prunable channel groups \(recurrent layers .*lstm \(LSTM\)"):
-        Pruner(_TinyLSTM().eval(), torch.randn(1, 1, 28, 28))
+    with pytest.raises(PruneError, match=r"_LSTMLogits has no prunable channel groups \(no Conv, Linear, LSTM"):
+        Pruner(_LSTMLogits().eval(), torch.randn(1, 1, 28, 28))

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from autocompress.pruning.recurrent import RECURRENT_TYPES, unit_weights
+
 STATIC_NAMES = (
     "index",
     "kind",
@@ -31,11 +33,12 @@ FEATURE_NAMES = STATIC_NAMES + DYNAMIC_NAMES
 JOINT_NAMES = ("int8_sensitivity", "prev_precision")
 """Appended when the action also picks a precision: the group's INT8 sensitivity (static, output error of
 its layers alone in INT8, normalised by the network's largest) and the previous step's precision."""
-_KIND_CODES = {"conv": 0.0, "depthwise": 0.5, "linear": 1.0}
+_KIND_CODES = {"conv": 0.0, "recurrent": 0.25, "depthwise": 0.5, "linear": 1.0}
 
 
 def _channel_l1(module: nn.Module) -> torch.Tensor:
-    w = module.weight.detach()
+    """Mean |w| per output channel (per hidden unit of a recurrent layer, which has no `.weight`)."""
+    w = unit_weights(module) if isinstance(module, RECURRENT_TYPES) else module.weight.detach()
     return w.abs().reshape(w.shape[0], -1).mean(dim=1)
 
 

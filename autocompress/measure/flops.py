@@ -14,7 +14,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-LAYER_KINDS = ("conv", "linear", "bn", "act", "pool", "upsample", "other")
+LAYER_KINDS = ("conv", "linear", "bn", "act", "pool", "upsample", "recurrent", "other")
+
+RECURRENT_CELLS: dict[type[nn.Module], tuple[int, int]] = {nn.LSTM: (4, 10), nn.GRU: (3, 7), nn.RNN: (1, 1)}
+"""Recurrent layer type -> (gates, element-wise MACs per hidden unit and time step). The element-wise counts
+are Torch-Pruning's (LSTM: 4 gate additions + 3 for the cell state + 3 for the output; GRU: 7; RNN: 1)."""
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,8 @@ class LayerSpec:
     `out_channels`; None means the channels are fixed (the image input, the classifier output, or a group
     that cannot be pruned). For "bn", "act", "pool" and "upsample" only `out_group` / `out_channels` matter
     (they act per channel). `fixed_macs` is used for kind "other" (a counted op with no channel model).
+    A "recurrent" layer (nn.LSTM / GRU / RNN) has `in_channels` = input size, `out_channels` = hidden size of
+    every one of its `num_layers` layers, and runs once per position of `output_hw` = (1, batch x time steps).
     """
 
     name: str
@@ -47,6 +53,12 @@ class LayerSpec:
     count_params: bool = True
     """False for the second and later calls of a reused module (its parameters are counted once)."""
     fixed_macs: int = 0
+    gates: int = 0
+    """Recurrent layers: gate blocks stacked in each weight matrix (LSTM 4, GRU 3, RNN 1)."""
+    cell_macs: int = 0
+    """Recurrent layers: element-wise MACs per hidden unit and time step (see RECURRENT_CELLS)."""
+    num_layers: int = 1
+    """Recurrent layers: stacked layers inside the module (all share one hidden size)."""
 
     @property
     def depthwise(self) -> bool:
@@ -96,12 +108,13 @@ class CostModel:
             s.count_macs,
             s.count_params,
             s.fixed_macs,
+            (s.gates, s.cell_macs, s.num_layers),
         )
 
     @staticmethod
     def _one(c: tuple, kept: Mapping[str, int]) -> tuple[int, int]:
         """(macs, params) of one compiled spec."""
-        (kind, gi, go, cin, cout, kk, groups, dw, in_hw, out_hw, bias, expand, affine, cm, cp, fixed) = c
+        (kind, gi, go, cin, cout, kk, groups, dw, in_hw, out_hw, bias, expand, affine, cm, cp, fixed, rnn) = c
         if go is not None:
             cout = kept.get(go, cout)
         if gi is not None:
@@ -123,6 +136,9 @@ class CostModel:
             macs, params = cout * out_hw, 0
         elif kind == "pool":
             macs, params = cout * in_hw, 0
+        elif kind == "recurrent":
+            macs, params = recurrent_cost(cin, cout, *rnn, bias)
+            macs *= out_hw
         else:
             macs, params = fixed, 0
         return (macs if cm else 0), (params if cp else 0)
@@ -152,10 +168,35 @@ class CostModel:
         return out
 
 
+def recurrent_cost(
+    input_size: int, hidden: int, gates: int, cell_macs: int, num_layers: int, bias: bool, directions: int = 1
+) -> tuple[int, int]:
+    """(MACs of one time step, params) of a recurrent layer: per layer and direction the input and recurrent
+    matmuls (gates x hidden rows), both bias vectors and the gates' element-wise ops."""
+    inputs = input_size + (num_layers - 1) * hidden * directions  # layer 0 reads the input, others layer l-1
+    weights = gates * hidden * (inputs + num_layers * hidden) * directions
+    biases = 2 * gates * hidden * num_layers * directions if bias else 0
+    return weights + biases + cell_macs * hidden * num_layers * directions, weights + biases
+
+
+def _recurrent_macs_hook(module: nn.Module, inputs: tuple, output: object) -> None:
+    """Torch-Pruning's RNN counter multiplies by the first sample's two sizes instead of batch x time steps;
+    this one counts, at every (batch, step) position, one MAC per weight and bias element (from the module's
+    real tensors, so it also checks `recurrent_cost`) plus the gates' element-wise ops."""
+    x = inputs[0]
+    data = x.data if isinstance(x, nn.utils.rnn.PackedSequence) else x
+    steps = int(data.numel() // data.shape[-1])
+    directions = 2 if module.bidirectional else 1
+    cell = RECURRENT_CELLS[type(module)][1] * module.hidden_size * module.num_layers * directions
+    module.__flops__ += (sum(p.numel() for p in module.parameters()) + cell) * steps
+
+
 @torch.no_grad()
 def count_macs_params(model: nn.Module, example_inputs: torch.Tensor) -> tuple[int, int]:
     """MACs and params measured on a real model by Torch-Pruning's op counter (for tests and reports)."""
-    from torch_pruning.utils import count_ops_and_params
+    from torch_pruning.utils import count_ops_and_params, op_counter
 
+    # Torch-Pruning resets its custom hooks after each count
+    op_counter.CUSTOM_MODULES_MAPPING = dict.fromkeys(RECURRENT_CELLS, _recurrent_macs_hook)
     macs, params = count_ops_and_params(model, example_inputs[:1])  # counts on its own deep copy
     return int(round(float(macs))), int(params)

@@ -255,6 +255,10 @@ class LatencyLUT:
                 "runtime 'compile' recompiles for every grid point (seconds each); build the table with "
                 "'torch' or 'onnxruntime'."
             )
+        recurrent = [s.name for s in layer_specs if s.kind == "recurrent"]
+        if recurrent:  # the table times conv / linear layers only: it would leave out most of the cost
+            raise LUTError(f"layer {recurrent[0]!r} is recurrent and the latency table cannot time it yet; use "
+                           "latency_mode flops or measured.")
         input_shape = check_input_shape(input_shape)
         sizes = group_sizes(layer_specs)
         grids = cls._grids(sizes, channel_choices, n_choices, round_to)

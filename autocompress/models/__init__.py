@@ -1,4 +1,5 @@
-"""Model zoo: CIFAR ResNets, VGG-16-BN, MobileNetV2 for small images, a tiny CNN, torchvision by name.
+"""Model zoo: CIFAR ResNets, VGG-16-BN, MobileNetV2 for small images, a tiny CNN, a row-sequence LSTM,
+torchvision by name.
 
 `get_model(name, num_classes, weights, in_channels)` is the one entry point; `list_models()` the names.
 CIFAR ResNets are built in the prunable option-B form, which loads option-A weights unchanged.
@@ -14,7 +15,9 @@ from torch import nn
 
 from autocompress.models.cifar_resnet import CifarResNet, PadShortcut, ShortcutConv, cifar_resnet
 from autocompress.models.errors import ModelError
+from autocompress.models.mlp_policy import mlp_policy_relu, mlp_policy_tanh
 from autocompress.models.mobilenetv2 import mobilenetv2_cifar
+from autocompress.models.sequence import lstm_seq_fmnist
 from autocompress.models.tiny import tiny_cnn
 from autocompress.models.torchvision_models import build_torchvision, torchvision_names
 from autocompress.models.vgg import vgg16_bn_cifar
@@ -40,6 +43,9 @@ _ZOO: dict[str, Callable[..., nn.Module]] = {
     "vgg16_bn_cifar": vgg16_bn_cifar,
     "mobilenetv2_cifar": mobilenetv2_cifar,
     "tiny_cnn": tiny_cnn,
+    "lstm_seq_fmnist": lstm_seq_fmnist,
+    "mlp_policy_tanh": mlp_policy_tanh,
+    "mlp_policy_relu": mlp_policy_relu,
 }
 
 

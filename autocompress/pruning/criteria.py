@@ -2,6 +2,7 @@
 
 Scores are group-level: Torch-Pruning sums each channel's norm over every coupled layer of the group
 (producer filters, BN scales, consumer input slices), so a channel is kept or removed as a whole.
+Torch-Pruning's criteria skip recurrent layers; their hidden units' weight norms are added here.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import torch
 import torch_pruning as tp
 
 from autocompress.pruning.errors import PruneError
+from autocompress.pruning.recurrent import recurrent_scores
 
 _FACTORIES: dict[str, Callable[[], tp.importance.Importance]] = {
     "l1": lambda: tp.importance.GroupMagnitudeImportance(p=1),
@@ -40,8 +42,21 @@ def group_scores(name: str, group: tp.Group) -> torch.Tensor:
     to the group L1 norm, so every group stays prunable with every criterion.
     """
     scores = get_importance(name)(group)
+    if name != "random":
+        scores = _with_recurrent(scores, recurrent_scores(group, p=2 if name == "l2" else 1))
     if scores is None:
         scores = get_importance("l1")(group)
     if scores is None:
         raise PruneError(f"group rooted at {group[0].dep.target.name} has no weights to score.")
     return scores.detach().float().cpu()
+
+
+def _with_recurrent(scores: torch.Tensor | None, own: torch.Tensor | None) -> torch.Tensor | None:
+    """Torch-Pruning's score plus the recurrent layers' unit norms, each over its mean so neither dominates."""
+    if own is None:
+        return scores
+    own = own / own.mean().clamp_min(1e-12)
+    if scores is None:
+        return own
+    scores = scores.detach().float().cpu()
+    return scores / scores.mean().clamp_min(1e-12) + own

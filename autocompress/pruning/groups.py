@@ -8,6 +8,7 @@ group, so the group (not the layer) is our unit of action, named by its root lay
 `analyze_model` does the expensive work once: it traces the graph, lists the groups in network order,
 records for each group a replayable pruning plan (which layer, which pruning function, which indices
 per root channel), and records every counted layer's shapes as `LayerSpec`s for the analytic cost model.
+Recurrent layers (nn.LSTM / GRU / RNN) are groups of hidden units; `recurrent.py` prunes them.
 """
 
 from __future__ import annotations
@@ -22,8 +23,17 @@ from torch import nn
 from torch_pruning.pruner import function as tpf
 from torch_pruning.utils.op_counter import MODULES_MAPPING
 
-from autocompress.measure.flops import CostModel, LayerSpec
+from autocompress.measure.flops import RECURRENT_CELLS, CostModel, LayerSpec
 from autocompress.pruning.errors import PruneError
+from autocompress.pruning.recurrent import (
+    CUSTOMIZED_PRUNERS,
+    RECURRENT_TYPES,
+    check_supported,
+    is_recurrent,
+    opaque_recurrent,
+    prune_recurrent_in,
+    prune_recurrent_out,
+)
 
 _CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _ACT_TYPES = (nn.ReLU, nn.PReLU, nn.ELU, nn.LeakyReLU, nn.ReLU6, nn.GELU)
@@ -47,10 +57,18 @@ _OUT_FNS = {
     tpf.prune_linear_out_channels,
     tpf.prune_depthwise_conv_out_channels,
     tpf.prune_batchnorm_out_channels,
+    prune_recurrent_out,
 }
-_IN_FNS = {tpf.prune_conv_in_channels, tpf.prune_linear_in_channels, tpf.prune_depthwise_conv_in_channels}
+_IN_FNS = {
+    tpf.prune_conv_in_channels,
+    tpf.prune_linear_in_channels,
+    tpf.prune_depthwise_conv_in_channels,
+    prune_recurrent_in,
+}
 _BOTH_FNS = {tpf.prune_batchnorm_out_channels, tpf.prune_depthwise_conv_out_channels}
-_PRODUCER_FNS = {tpf.prune_conv_out_channels, tpf.prune_linear_out_channels}
+_PRODUCER_FNS = {tpf.prune_conv_out_channels, tpf.prune_linear_out_channels, prune_recurrent_out}
+_ROOT_TYPES = [*_CONV_TYPES, nn.Linear, *RECURRENT_TYPES]
+_PRODUCER_TYPES = (*_CONV_TYPES, nn.Linear, *_NORM_TYPES, *RECURRENT_TYPES)
 
 
 @dataclass(frozen=True)
@@ -63,7 +81,7 @@ class PruneGroup:
     """Qualified names of every layer whose channels (input or output) go with this group."""
     channels: int
     kind: str
-    """conv | depthwise (the group carries a depthwise conv) | linear."""
+    """conv | depthwise (the group carries a depthwise conv) | linear | recurrent (hidden units)."""
     internal: bool
     """Not coupled to any residual addition (AMC prunes only these in ResNets)."""
     macs: int
@@ -177,7 +195,7 @@ def _is_residual_add(dep_target: object) -> bool:
 
 
 def _weight_trainable(m: nn.Module) -> bool:
-    w = getattr(m, "weight", None)
+    w = m.weight_hh_l0 if type(m) in RECURRENT_CELLS else getattr(m, "weight", None)
     return isinstance(w, torch.Tensor) and w.requires_grad
 
 
@@ -189,12 +207,18 @@ def analyze_model(model: nn.Module, example_inputs: torch.Tensor) -> GroupAnalys
     if not isinstance(example_inputs, torch.Tensor):
         raise PruneError("example_inputs must be one image batch tensor (N, C, H, W).")
     x = example_inputs[:1]
+    for name, m in model.named_modules():
+        if is_recurrent(m):
+            check_supported(name, m)
     flags = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
-        calls, out_t = _record_calls(model, x)
-        with torch.enable_grad():  # Torch-Pruning traces autograd nodes; callers may be under no_grad
-            dg = tp.DependencyGraph().build_dependency(model, x, verbose=False)
+        with opaque_recurrent(model):
+            calls, out_t = _record_calls(model, x)
+            with torch.enable_grad():  # Torch-Pruning traces autograd nodes; callers may be under no_grad
+                dg = tp.DependencyGraph().build_dependency(
+                    model, x, verbose=False, customized_pruners=CUSTOMIZED_PRUNERS
+                )
     except PruneError:
         raise
     except Exception as exc:  # tracing failures surface deep in torch; name the model instead
@@ -217,7 +241,7 @@ def _fixed_macs(m: nn.Module, c: _Call) -> int:
         hint = " (attention layers are not supported yet)" if isinstance(m, nn.MultiheadAttention) else ""
         raise PruneError(
             f"layer {c.name!r} ({type(m).__name__}) is not supported: its cost cannot be counted{hint} "
-            f"[{type(exc).__name__}: {exc}]; autocompress prunes CNNs and MLPs today."
+            f"[{type(exc).__name__}: {exc}]; autocompress prunes CNNs, MLPs and LSTM/GRU/RNN layers today."
         ) from None
     finally:
         fixed = int(getattr(m, "__flops__", 0))
@@ -236,7 +260,7 @@ def _assemble(model: nn.Module, calls: list[_Call], out_t: torch.Tensor, dg: tp.
 
     producers = {}
     for c in calls:
-        if isinstance(c.module, (*_CONV_TYPES, nn.Linear, *_NORM_TYPES)) and c.out_fn is not None:
+        if isinstance(c.module, _PRODUCER_TYPES) and c.out_fn is not None:
             producers[c.out_fn] = c.name
     output_owner = _walk_to_producer(out_t.grad_fn, producers)
 
@@ -252,7 +276,7 @@ def _assemble(model: nn.Module, calls: list[_Call], out_t: torch.Tensor, dg: tp.
     out_group: dict[str, str] = {}
     in_group: dict[str, str] = {}
     in_expand: dict[str, int] = {}
-    for g in dg.get_all_groups(ignored_layers=unsupported, root_module_types=[*_CONV_TYPES, nn.Linear]):
+    for g in dg.get_all_groups(ignored_layers=unsupported, root_module_types=_ROOT_TYPES):
         items = []
         members: list[str] = []
         producer_names: list[str] = []
@@ -300,6 +324,7 @@ def _assemble(model: nn.Module, calls: list[_Call], out_t: torch.Tensor, dg: tp.
                     in_group[p.module] = root
                 if p.fn == tpf.prune_linear_in_channels:
                     in_expand[p.module] = max(1, len(p.idxs) // channels)
+            _check_recurrent_plan(root, root_mod, plan, channels)
             ks = getattr(root_mod, "kernel_size", (1,))
             st = getattr(root_mod, "stride", (1,))
             groups.append(
@@ -307,10 +332,10 @@ def _assemble(model: nn.Module, calls: list[_Call], out_t: torch.Tensor, dg: tp.
                     name=root,
                     members=tuple(sorted(members, key=lambda n: rank.get(n, 1 << 30))),
                     channels=channels,
-                    kind="depthwise" if has_dw else ("linear" if isinstance(root_mod, nn.Linear) else "conv"),
+                    kind=_group_kind(root_mod, has_dw),
                     internal=not has_residual,
                     macs=0,
-                    in_channels=int(getattr(root_mod, "in_channels", getattr(root_mod, "in_features", 0))),
+                    in_channels=_in_size(root_mod),
                     kernel_size=int(ks[0]),
                     stride=int(st[0]),
                 )
@@ -323,6 +348,34 @@ def _assemble(model: nn.Module, calls: list[_Call], out_t: torch.Tensor, dg: tp.
     groups = _with_macs(groups, specs, cost)
     groups.sort(key=lambda gr: rank.get(gr.name, 1 << 30))
     return GroupAnalysis(groups, plans, tp_groups, specs, fixed_params, order)
+
+
+def _group_kind(root: nn.Module, has_dw: bool) -> str:
+    if has_dw:
+        return "depthwise"
+    if type(root) in RECURRENT_CELLS:
+        return "recurrent"
+    return "linear" if isinstance(root, nn.Linear) else "conv"
+
+
+def _in_size(m: nn.Module) -> int:
+    for attr in ("in_channels", "in_features", "input_size"):
+        if hasattr(m, attr):
+            return int(getattr(m, attr))
+    return 0
+
+
+def _check_recurrent_plan(root: str, root_mod: nn.Module, plan: list[PlanItem], channels: int) -> None:
+    """A group touching a recurrent layer must map its channels one to one (no flattened time steps)."""
+    recurrent_root = type(root_mod) in RECURRENT_CELLS
+    for p in plan:
+        mapped = len(p.idxs) == len(p.root_idxs) == channels
+        if p.fn == prune_recurrent_in and not mapped:
+            raise PruneError(f"layer {p.module!r}: its input features are not one per channel of group "
+                             f"{root!r} (a reshape in between); recurrent layers must read channels unchanged.")
+        if recurrent_root and p.fn in _IN_FNS and not mapped:
+            raise PruneError(f"layer {p.module!r} reads the hidden units of {root!r} through a reshape (e.g. "
+                             "the whole sequence flattened); read one step (out[:, -1]) or h_n instead.")
 
 
 def _with_macs(groups: list[PruneGroup], specs: list[LayerSpec], cost: CostModel) -> list[PruneGroup]:
@@ -352,6 +405,26 @@ def _hw(shape: tuple[int, ...]) -> tuple[int, int]:
     return (n, int(spatial[-1]))
 
 
+def _recurrent_spec(
+    m: nn.Module, c: _Call, in_group: str | None, out_group: str | None, common: dict
+) -> LayerSpec:
+    """A recurrent layer runs once per (batch, time step) position of its input sequence."""
+    gates, cell_macs = RECURRENT_CELLS[type(m)]
+    steps = (1, int(np.prod(c.in_shape[:-1])))
+    return LayerSpec(
+        kind="recurrent",
+        in_channels=m.input_size,
+        out_channels=m.hidden_size,
+        in_group=in_group,
+        out_group=out_group,
+        has_bias=bool(m.bias),
+        gates=gates,
+        cell_macs=cell_macs,
+        num_layers=m.num_layers,
+        **{**common, "input_hw": steps, "output_hw": steps},
+    )
+
+
 def _layer_specs(
     calls: list[_Call],
     producers: dict,
@@ -361,6 +434,7 @@ def _layer_specs(
 ) -> list[LayerSpec]:
     seen: dict[str, int] = {}
     specs: list[LayerSpec] = []
+    hidden = {c.name: int(c.out_shape[-1]) for c in calls if type(c.module) in RECURRENT_CELLS}
     for c in calls:
         k = seen.get(c.name, 0)
         seen[c.name] = k + 1
@@ -408,6 +482,8 @@ def _layer_specs(
                     **common,
                 )
             )
+        elif type(m) in RECURRENT_CELLS:
+            specs.append(_recurrent_spec(m, c, in_group.get(c.name), out_group.get(c.name), common))
         elif isinstance(m, _NORM_TYPES):
             specs.append(
                 LayerSpec(
@@ -424,6 +500,10 @@ def _layer_specs(
             channels = int(c.out_shape[1]) if len(c.out_shape) > 1 else 1
             owner = _walk_to_producer(c.in_fn, producers)
             group = out_group.get(owner) if owner is not None else None
+            if owner in hidden and c.out_shape[-1] == hidden[owner]:  # (batch, time, hidden): channels last
+                channels = hidden[owner]
+                steps = (1, int(np.prod(c.out_shape[:-1])))
+                common.update(input_hw=steps, output_hw=steps)
             if isinstance(m, _ACT_TYPES):
                 kind = "act"
             elif isinstance(m, _POOL_TYPES):

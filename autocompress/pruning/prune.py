@@ -197,10 +197,8 @@ def _nothing_to_prune(model: nn.Module, only_outside_scope: bool) -> str:
     if only_outside_scope:
         return (f"{type(model).__name__} has no internal channel group (every group feeds the output); "
                 "use prune scope 'all' (env.prune.scope: all, --scope all).")
-    recurrent = [f"{n} ({type(m).__name__})" for n, m in model.named_modules()
-                 if isinstance(m, nn.RNNBase)]
-    why = (f"recurrent layers cannot be pruned yet: {', '.join(recurrent[:4])}" if recurrent
-           else "no Conv or Linear layer whose output channels can be removed")
+    why = ("no Conv, Linear, LSTM, GRU or RNN layer whose output channels can be removed; the layer that makes "
+           "the network's output keeps its channels")
     return f"{type(model).__name__} has no prunable channel groups ({why}); nothing would be compressed."
 
 
