@@ -136,6 +136,48 @@ class QuantConfig:
     classifier) whenever a policy puts any layer in INT8; with every group FP32 nothing is quantized."""
 
 
+ScorerName = Literal["top1", "episodic_return"]
+SCORERS: tuple[str, ...] = typing.get_args(ScorerName)
+"""What "accuracy" means (env.scorer); `autocompress.measure.scorers.SCORERS` implements each (a test keeps
+the two equal)."""
+
+
+@dataclass(frozen=True)
+class RLTaskConfig:
+    """The Gymnasium task a policy network is scored on (env.scorer: episodic_return) and cloned on.
+
+    The network maps an observation to action logits or Q-values (`action: discrete`, the action is their
+    argmax) or to the action itself (`action: continuous`, clipped to the action space's bounds). Seeds:
+    episode i of the search's scoring starts from reset(seed=seed + i), of the final report from
+    test_seed + i, of the teacher's rollouts for behaviour cloning from train_seed + i; the three ranges
+    must not overlap, so that the report is scored on episodes the search never saw.
+    """
+
+    env_id: str = "CartPole-v1"
+    """Gymnasium id, e.g. CartPole-v1, Acrobot-v1, Pendulum-v1."""
+    action: Literal["discrete", "continuous"] = "discrete"
+    """discrete: argmax of the outputs; continuous: the outputs are the action (clipped to the bounds)."""
+    episodes: int = 20
+    """Seeded episodes each search evaluation plays (the reward's return is their mean)."""
+    seed: int = 0
+    """First seed of the search's scoring episodes."""
+    max_steps: int | None = None
+    """Steps after which an episode is cut (None: the task's own limit, 500 for CartPole-v1)."""
+    test_episodes: int = 20
+    """Episodes of the final report (before / after fine-tuning, unpruned)."""
+    test_seed: int = 1_000_000
+    """First seed of the final report's episodes."""
+    train_seed: int = 2_000_000
+    """First seed of the teacher's rollouts that behaviour cloning learns from."""
+    bc_observations: int = 20_000
+    """Observations collected from the unpruned policy's rollouts for behaviour cloning."""
+    bc_batch_size: int = 256
+    """Observations per behaviour-cloning step."""
+    dagger_rounds: int = 0
+    """After cloning, roll out the student this many times more, add the states it reaches (labelled by the
+    teacher) and clone again (DAgger, Ross et al. 2011); 0 = plain behaviour cloning."""
+
+
 @dataclass(frozen=True)
 class EnvConfig:
     """The compression environment: budget, action range, reward, evaluation."""
@@ -178,6 +220,11 @@ class EnvConfig:
     (needs latency_mode: measured with latency.runtime: onnxruntime, where INT8 speed is real)."""
     quant: QuantConfig = field(default_factory=QuantConfig)
     """How INT8 layers are calibrated and quantized (precisions: fp32+int8)."""
+    scorer: ScorerName = "top1"
+    """What the reward's accuracy is: top1 (classification on held-out images) or episodic_return (mean return of
+    the network as a policy in env.task, normalised so that 1 = the unpruned policy and 0 = random actions)."""
+    task: RLTaskConfig | None = None
+    """The Gymnasium task (scorer episodic_return only)."""
 
 
 @dataclass(frozen=True)
@@ -525,11 +572,40 @@ def _validate_env(obj: EnvConfig, where: str) -> None:
         raise ConfigError(
             f"{where}.latency_mode: a latency budget needs latency_mode 'lut' or 'measured', not 'flops'."
         )
+    _check(obj.scorer != "episodic_return" or obj.task is not None, f"{where}.task",
+           "scorer episodic_return needs the Gymnasium task (env.task: {env_id: CartPole-v1}).")
+    _check(obj.scorer == "episodic_return" or obj.task is None, f"{where}.task",
+           f"only scorer episodic_return plays a task; remove env.task or set env.scorer (now {obj.scorer!r}).")
+    _check(obj.scorer == "top1" or obj.eval_runtime == "torch", f"{where}.eval_runtime",
+           "a policy plays its episodes in eager PyTorch; with scorer episodic_return use eval_runtime: torch.")
+    _check(obj.scorer == "top1" or obj.precisions == "fp32", f"{where}.precisions",
+           "INT8 choices are scored on images; with scorer episodic_return use precisions: fp32.")
     if obj.precisions != "fp32" and (obj.latency_mode != "measured" or obj.latency.runtime != "onnxruntime"):
         raise ConfigError(
             f"{where}.precisions: {obj.precisions!r} needs latency_mode: measured and latency.runtime: onnxruntime "
             "(INT8 speed is only known by timing the quantized model where it runs)."
         )
+
+
+def _validate_task(obj: RLTaskConfig, where: str) -> None:
+    _check(bool(obj.env_id.strip()), f"{where}.env_id", "must name a Gymnasium task, e.g. CartPole-v1.")
+    _check_count(obj.episodes, f"{where}.episodes", 1, 100_000)
+    _check_count(obj.test_episodes, f"{where}.test_episodes", 1, 100_000)
+    _check(obj.max_steps is None or obj.max_steps >= 1, f"{where}.max_steps", "must be >= 1 (or null).")
+    _check_count(obj.bc_observations, f"{where}.bc_observations", 1, 10_000_000, "held in memory")
+    _check_count(obj.bc_batch_size, f"{where}.bc_batch_size", 1, 1_000_000)
+    _check_count(obj.dagger_rounds, f"{where}.dagger_rounds", 0, 100)
+    ranges = sorted([(obj.seed, obj.episodes, "seed"), (obj.test_seed, obj.test_episodes, "test_seed"),
+                     (obj.train_seed, MAX_TASK_EPISODES, "train_seed")])
+    for (lo, n, name), (hi, _, other) in zip(ranges[:-1], ranges[1:], strict=True):
+        _check(lo + n <= hi, f"{where}.{name}", f"its episodes overlap those from {other} ({hi}); space the seeds "
+               "apart so the report is scored on episodes the search never saw.")
+    for seed, n, name in ranges:
+        _check_seed(seed + n, f"{where}.{name}")
+
+
+MAX_TASK_EPISODES = 100_000
+"""Seeds reserved for the teacher's rollouts (from train_seed): no collection plays more episodes."""
 
 
 def _validate_prune(obj: PruneConfig, where: str) -> None:
@@ -645,6 +721,7 @@ _VALIDATORS: dict[type, Callable[[Any, str], None]] = {
     TournamentConfig: _validate_tournament,
     TrainConfig: _validate_train,
     QuantConfig: _validate_quant,
+    RLTaskConfig: _validate_task,
 }
 
 

@@ -110,10 +110,10 @@ def _check_payload(payload: dict[str, Any], path: Path) -> None:
     shape = spec.get("input_shape")
     if not (isinstance(shape, list) and all(_positive_int(s) for s in shape)):
         raise ExportError(f"{path}: model spec 'input_shape' is {shape!r}, not a list of positive sizes; {_RESAVE}")
-    if len(shape) != 3 or shape[0] != spec["in_channels"]:
+    if len(shape) not in (1, 3) or shape[0] != spec["in_channels"]:  # an image, or a policy's observation
         raise ExportError(
-            f"{path}: model spec 'input_shape' {shape} must be [in_channels {spec['in_channels']}, height, width]; "
-            f"{_RESAVE}"
+            f"{path}: model spec 'input_shape' {shape} must be [in_channels {spec['in_channels']}, height, width] "
+            f"(or [in_channels] for a vector input); {_RESAVE}"
         )
     if math.prod(shape) > MAX_INPUT_ELEMENTS:
         raise ExportError(

@@ -26,7 +26,10 @@ from autocompress.export import export_int8, export_onnx, export_torchscript, in
 from autocompress.measure.accuracy import evaluate
 from autocompress.measure.flops import count_macs_params
 from autocompress.measure.latency import LatencyMeter
+from autocompress.measure.rollouts import PolicyBundle
+from autocompress.measure.scorers import EpisodicReturnScorer, mean_std
 from autocompress.pruning import Schedule
+from autocompress.rl_finetune import PolicyJudge, behaviour_clone
 from autocompress.search import (
     BEST_SCHEDULE,
     CHECKPOINT,
@@ -74,7 +77,7 @@ def run_experiment(cfg: ExperimentConfig, resume: bool = False, progress: bool =
     except BaseException:
         lock.release()
         raise
-    _say(progress, f"{cfg.model.name}: {len(env.groups)} prunable groups, baseline val top-1 {env.baseline_top1:.2f}%")
+    _say(progress, f"{cfg.model.name}: {len(env.groups)} prunable groups, {baseline_line(env)}")
     _say(progress, plan(cfg, bundle, finalize_run))
     with Search(cfg, env, run_dir, resume=resume, lock=lock) as search:  # the folder stays ours to the end
         result = search.run(progress=progress)
@@ -88,14 +91,19 @@ def run_experiment(cfg: ExperimentConfig, resume: bool = False, progress: bool =
     return summary
 
 
-def plan(cfg: ExperimentConfig, bundle: DataBundle, finalize_run: bool) -> str:
+def plan(cfg: ExperimentConfig, bundle: DataBundle | PolicyBundle, finalize_run: bool) -> str:
     """What the run will do, in units whose cost the user can judge before it starts (fine-tuning dominates
     short searches: 10 epochs of a ResNet take far longer than 5 episodes)."""
-    steps = [f"search {cfg.search.episodes} episodes ({cfg.env.val_images} val images each)"]
+    policy = isinstance(bundle, PolicyBundle)
+    scored = f"{cfg.env.task.episodes} task episodes" if policy else f"{cfg.env.val_images} val images"
+    steps = [f"search {cfg.search.episodes} episodes ({scored} each)"]
     if cfg.tournament is not None and cfg.search.agent not in ONE_EPISODE:
         t = cfg.tournament
         steps.append(f"tournament of {t.finalists} policies ({t.ft_batches}+ fine-tune batches each)")
-    if finalize_run and cfg.finetune is not None and cfg.finetune.epochs > 0:
+    if finalize_run and cfg.finetune is not None and cfg.finetune.epochs > 0 and policy:
+        steps.append(f"behaviour cloning {cfg.finetune.epochs} epochs on {len(bundle.observations)} observations "
+                     f"(+{cfg.env.task.dagger_rounds} DAgger rounds), then {cfg.env.task.test_episodes} test episodes")
+    elif finalize_run and cfg.finetune is not None and cfg.finetune.epochs > 0:
         per_epoch = -(-len(bundle.train) // cfg.data.batch_size)
         if cfg.finetune.max_batches:
             per_epoch = min(per_epoch, cfg.finetune.max_batches)
@@ -104,12 +112,25 @@ def plan(cfg: ExperimentConfig, bundle: DataBundle, finalize_run: bool) -> str:
     return "plan: " + "; ".join(steps)
 
 
-def choose_by_tournament(cfg: ExperimentConfig, env: NetCompressEnv, bundle: DataBundle, result: SearchResult,
-                         progress: bool = True) -> SearchResult:
-    """The search's leaders, short-fine-tuned and scored on val; the winner becomes the best schedule."""
+def baseline_line(env: NetCompressEnv) -> str:
+    """The unpruned network's score, in the scorer's terms."""
+    scorer = env.evaluator.scorer
+    if isinstance(scorer, EpisodicReturnScorer):
+        return (f"unpruned return {scorer.reference_return:.2f} (random actions {scorer.random_return:.2f}) over "
+                f"{scorer.task.episodes} {scorer.task.env_id} episodes")
+    return f"baseline val top-1 {env.baseline_top1:.2f}%"
+
+
+def choose_by_tournament(cfg: ExperimentConfig, env: NetCompressEnv, bundle: DataBundle | PolicyBundle,
+                         result: SearchResult, progress: bool = True) -> SearchResult:
+    """The search's leaders, short-fine-tuned and scored on val; the winner becomes the best schedule. A policy's
+    short fine-tune is behaviour cloning, scored on the search's episodes."""
     assert cfg.tournament is not None
     _say(progress, f"tournament: the {cfg.tournament.finalists} leading policies, short fine-tunes scored on val")
-    outcome = run_tournament(cfg.tournament, env, bundle, result.run_dir, progress)
+    judge = None
+    if isinstance(bundle, PolicyBundle):
+        judge = PolicyJudge(env, bundle, cfg.tournament.lr, cfg.tournament.seed)
+    outcome = run_tournament(cfg.tournament, env, bundle, result.run_dir, progress, judge=judge)
     winner = outcome["winner"]
     _, info = env.evaluator.evaluate(winner["schedule"], precision=winner.get("precision"))
     best = {**{k: v for k, v in info.items() if k not in ("group", "prune_ratio", "cached")},
@@ -118,8 +139,12 @@ def choose_by_tournament(cfg: ExperimentConfig, env: NetCompressEnv, bundle: Dat
     return replace(result, best=best)
 
 
-def finalize(cfg: ExperimentConfig, env: NetCompressEnv, bundle: DataBundle, result: SearchResult, progress: bool = True) -> dict[str, Any]:
-    """Apply the best schedule to the network, fine-tune, evaluate on the test split, save, summarise."""
+def finalize(cfg: ExperimentConfig, env: NetCompressEnv, bundle: DataBundle | PolicyBundle, result: SearchResult,
+             progress: bool = True) -> dict[str, Any]:
+    """Apply the best schedule to the network, fine-tune, evaluate on the test split (a policy: on the test
+    episodes), save, summarise."""
+    if isinstance(bundle, PolicyBundle):
+        return finalize_policy(cfg, env, bundle, result, progress)
     run_dir = result.run_dir
     schedule = Schedule.load(run_dir / BEST_SCHEDULE)
     pruned = env.evaluator.compress(schedule.prune_ratios())
@@ -164,7 +189,64 @@ def finalize(cfg: ExperimentConfig, env: NetCompressEnv, bundle: DataBundle, res
     return summary
 
 
-def _save_artefacts(cfg: ExperimentConfig, run_dir: Path, pruned: nn.Module, schedule: Schedule, bundle: DataBundle, example) -> dict[str, str]:
+def finalize_policy(cfg: ExperimentConfig, env: NetCompressEnv, bundle: PolicyBundle, result: SearchResult,
+                    progress: bool = True) -> dict[str, Any]:
+    """`finalize` for a policy: prune to the best schedule, behaviour-clone it from the unpruned policy, and
+    report mean return over the task's test episodes (seeds the search never played) before and after."""
+    run_dir, task = result.run_dir, bundle.task
+    schedule = Schedule.load(run_dir / BEST_SCHEDULE)
+    pruned = env.evaluator.compress(schedule.prune_ratios())
+    scorer = env.evaluator.scorer
+
+    def test(model: nn.Module) -> tuple[float, float]:
+        return mean_std(scorer.returns(model, task.test_seed, task.test_episodes))
+
+    before = test(pruned)
+    history: list[dict[str, Any]] = []
+    if cfg.finetune is not None and cfg.finetune.epochs > 0:
+        _say(progress, f"behaviour cloning the pruned policy from the unpruned one for {cfg.finetune.epochs} epoch(s)")
+        history = behaviour_clone(pruned, env.model, bundle.observations, cfg.finetune, task, bundle.spec,
+                                  progress=progress, seed=cfg.search.seed)
+    pruned.eval()
+    (base_mean, base_std), (mean, std) = test(env.model), test(pruned)
+    example = env.data.val_images[:1]
+    base_macs, base_params = count_macs_params(env.model, example)
+    macs, params = count_macs_params(pruned, example)
+    latency = LatencyMeter(cfg.env.latency, env.input_shape).compare(env.model, pruned)
+    summary = {
+        "task": {"env_id": task.env_id, "test_episodes": task.test_episodes, "test_seed": task.test_seed},
+        "baseline": {"return_mean": base_mean, "return_std": base_std, "macs": base_macs, "params": base_params,
+                     "latency_ms": latency.baseline_ms},
+        "pruned": {"return_mean_before_finetune": before[0], "return_std_before_finetune": before[1],
+                   "return_mean": mean, "return_std": std, "macs": macs, "params": params,
+                   "latency_ms": latency.latency_ms, "speedup": latency.speedup, "speedup_spread": latency.spread},
+        "finetune": {"method": "behaviour cloning" + (" + DAgger" if task.dagger_rounds else ""), "history": history},
+        "latency": {"runtime": cfg.env.latency.runtime, "threads": cfg.env.latency.threads,
+                    "batch_size": cfg.env.latency.batch_size, "device": cfg.env.latency.device},
+        "artefacts": _save_artefacts(cfg, run_dir, pruned, schedule, bundle, example),
+    }
+    if progress:
+        print(policy_summary_table(summary), file=sys.stderr)
+    return summary
+
+
+def policy_summary_table(summary: dict[str, Any]) -> str:
+    """Unpruned vs pruned policy, as a small text table."""
+    b, p, t = summary["baseline"], summary["pruned"], summary["task"]
+    rows = [
+        (f"return ({t['test_episodes']} ep.)", f"{b['return_mean']:.1f} ± {b['return_std']:.1f}",
+         f"{p['return_mean']:.1f} ± {p['return_std']:.1f}"),
+        ("  before fine-tune", "", f"{p['return_mean_before_finetune']:.1f} ± {p['return_std_before_finetune']:.1f}"),
+        ("MACs (K)", f"{b['macs'] / 1e3:.1f}", f"{p['macs'] / 1e3:.1f} ({p['macs'] / b['macs']:.3f}x)"),
+        ("latency (ms)", f"{b['latency_ms']:.4f}", f"{p['latency_ms']:.4f}"),
+        ("speedup", "1.00x", f"{p['speedup']:.2f}x (spread {p['speedup_spread']:.3f})"),
+    ]
+    head = f"{t['env_id']:<20}{'unpruned':>16}{'pruned':>28}"
+    return "\n".join([head, "-" * len(head)] + [f"{a:<20}{b_:>16}{c:>28}" for a, b_, c in rows])
+
+
+def _save_artefacts(cfg: ExperimentConfig, run_dir: Path, pruned: nn.Module, schedule: Schedule,
+                    bundle: DataBundle | PolicyBundle, example: torch.Tensor) -> dict[str, str]:
     out = {"schedule": str(run_dir / BEST_SCHEDULE)}
     path = run_dir / "pruned_model.pt"
     save_pruned(path, pruned, schedule, cfg.model.name, bundle.num_classes, bundle.input_shape[0], bundle.input_shape)

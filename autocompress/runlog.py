@@ -32,6 +32,7 @@ EPISODE_KEYS = {
     "macs_ratio": "episode/macs_ratio",
     "params_ratio": "episode/params_ratio",
     "lut_correction": "episode/lut_correction",
+    "return_mean": "episode/return_mean",
 }
 
 

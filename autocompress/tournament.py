@@ -15,7 +15,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -57,40 +57,60 @@ def leaders(records: list[dict[str, Any]], kept_of: Any, count: int) -> list[dic
     return out
 
 
-def _score(env: Any, bundle: DataBundle, schedule: Mapping[str, float], batches: int, cfg: TournamentConfig,
-           val: tuple[torch.Tensor, torch.Tensor], precision: Mapping[str, str] | None = None) -> float:
+class Judge(Protocol):
+    """Scores one policy after a short fine-tune of `batches` batches (higher is better); `scored_on` says on
+    what, for the result file."""
+
+    scored_on: dict[str, Any]
+    label: str
+
+    def __call__(self, schedule: Mapping[str, float], batches: int,
+                 precision: Mapping[str, str] | None = None) -> float: ...
+
+
+class ClassificationJudge:
     """Val top-1 after a short fine-tune, of the network as it would be deployed (INT8 layers quantized
     after the FP32 fine-tune, as the final pipeline does)."""
-    model = env.evaluator.compress(schedule)
-    teacher = env.model if cfg.distill else None
-    short_finetune(model, bundle, batches, cfg.lr, teacher, cfg.seed)
-    model = env.evaluator.deployable(model, precision)
-    return float(evaluate_tensors(model, val[0], val[1], batch_size=env.cfg.eval_batch_size).top1)
+
+    def __init__(self, cfg: TournamentConfig, env: Any, bundle: DataBundle) -> None:
+        self.cfg, self.env, self.bundle = cfg, env, bundle
+        self.val = take_tensors(bundle.val, cfg.val_images, seed=cfg.seed)
+        self.scored_on = {"val_images": int(len(self.val[1]))}
+        self.label = "val top-1"
+
+    def __call__(self, schedule: Mapping[str, float], batches: int,
+                 precision: Mapping[str, str] | None = None) -> float:
+        model = self.env.evaluator.compress(schedule)
+        teacher = self.env.model if self.cfg.distill else None
+        short_finetune(model, self.bundle, batches, self.cfg.lr, teacher, self.cfg.seed)
+        model = self.env.evaluator.deployable(model, precision)
+        return float(evaluate_tensors(model, self.val[0], self.val[1], batch_size=self.env.cfg.eval_batch_size).top1)
 
 
-def run_tournament(cfg: TournamentConfig, env: Any, bundle: DataBundle, run_dir: Path,
-                   progress: bool = True) -> dict[str, Any]:
-    """Successive halving over the search's leaders; the winner's history record and every round's scores."""
+def run_tournament(cfg: TournamentConfig, env: Any, bundle: Any, run_dir: Path, progress: bool = True,
+                   judge: Judge | None = None) -> dict[str, Any]:
+    """Successive halving over the search's leaders; the winner's history record and every round's scores.
+    `judge` scores each finalist (default: val top-1 after a short distilled fine-tune on `bundle`)."""
     path = Path(run_dir) / TOURNAMENT
     if path.is_file():
         return json.loads(path.read_text())
     lines = (Path(run_dir) / "history.jsonl").read_text().splitlines()
     alive = leaders([json.loads(line) for line in lines], env.pruner.kept_channels, cfg.finalists)
-    val = take_tensors(bundle.val, cfg.val_images, seed=cfg.seed)
+    judge = ClassificationJudge(cfg, env, bundle) if judge is None else judge
     rounds, batches, scores = [], cfg.ft_batches, [float("nan")]
     while len(alive) > 1:
         scores = []
         for i, rec in enumerate(alive):
-            scores.append(_score(env, bundle, rec["schedule"], batches, cfg, val, rec.get("precision")))
+            scores.append(judge(rec["schedule"], batches, rec.get("precision")))
             if progress:
                 print(f"tournament: {len(alive)} left, {batches} batches, policy {i + 1}/{len(alive)} (episode "
-                      f"{rec['episode']}, reward {rec['reward']:.4f}): val top-1 {scores[-1]:.2f}%", file=sys.stderr)
+                      f"{rec['episode']}, reward {rec['reward']:.4f}): {judge.label} {scores[-1]:.2f}%", file=sys.stderr)
         rounds.append({"ft_batches": batches, "episodes": [r["episode"] for r in alive],
                        "rewards": [r["reward"] for r in alive], "val_top1": scores})
         order = sorted(range(len(alive)), key=lambda i: (-scores[i], alive[i]["episode"]))
         alive, scores = [alive[i] for i in order[: (len(alive) + 1) // 2]], [scores[i] for i in order]
         batches *= 2
-    result = {"winner": alive[0], "winner_val_top1": scores[0], "val_images": int(len(val[1])),
-              "rounds": rounds, "config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}}
+    result = {"winner": alive[0], "winner_val_top1": scores[0], **judge.scored_on, "rounds": rounds,
+              "config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}}
     atomic_write_text(path, json.dumps(result, indent=1, default=float))
     return result

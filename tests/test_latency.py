@@ -97,8 +97,10 @@ def test_bad_input_shape_is_a_clear_error(runtime: str) -> None:
 
 
 def test_bad_settings_are_clear_errors() -> None:
-    with pytest.raises(LatencyError, match="three positive integers"):
-        LatencyMeter(LatencyConfig(), (3, 32))
+    with pytest.raises(LatencyError, match="one to three positive integers"):
+        LatencyMeter(LatencyConfig(), (3, 32, 32, 1))
+    with pytest.raises(LatencyError, match="one to three positive integers"):
+        LatencyMeter(LatencyConfig(), (3, 0))
     with pytest.raises(AutocompressError, match="threads"):
         LatencyMeter(LatencyConfig(threads=0), SHAPE)
     with pytest.raises(LatencyError, match="expected a torch.nn.Module"):

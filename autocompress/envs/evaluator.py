@@ -21,8 +21,8 @@ from torch import nn
 
 from autocompress.config import ConfigError, EnvConfig
 from autocompress.envs.rewards import LATENCY_REWARDS, Outcome
-from autocompress.measure.accuracy import evaluate_tensors
 from autocompress.measure.latency import LatencyMeter
+from autocompress.measure.scorers import Score, get_scorer
 from autocompress.pruning import Pruner, recalibrate_bn
 from autocompress.quantize import layer_precision, quantize_int8, quantize_layers
 
@@ -43,15 +43,16 @@ class EnvData:
     """The tensors an environment scores policies on, preloaded once."""
 
     val_images: torch.Tensor
-    """Held-out images (never the test split) for the reward's accuracy."""
+    """Held-out images (never the test split) for the reward's accuracy; for a policy (scorer episodic_return)
+    observations the unpruned policy visited, which size the network's input (N, *obs_shape)."""
     val_labels: torch.Tensor
     calib_images: torch.Tensor | None = None
-    """Training images for BatchNorm recalibration and least-squares reconstruction."""
+    """Training images (or observations) for BatchNorm recalibration and least-squares reconstruction."""
 
 
 def check_inputs(data: EnvData, cfg: EnvConfig, lut: Any | None) -> None:
     """Refuse data and settings no evaluation could work with, before any expensive step."""
-    if data.val_images.ndim != 4 or len(data.val_images) == 0:
+    if data.val_images.ndim < 2 or len(data.val_images) == 0:
         raise ConfigError("env: the validation set is empty; the reward needs held-out images (data.val_size > 0).")
     if len(data.val_images) != len(data.val_labels):
         raise ConfigError("env: validation images and labels differ in number.")
@@ -76,8 +77,10 @@ def check_inputs(data: EnvData, cfg: EnvConfig, lut: Any | None) -> None:
 class Evaluator:
     """Schedule (group -> prune ratio) in, `Outcome` + info out: prune, recalibrate, score, time, cache.
 
-    `cfg` is the env's config (pruning, recalibration, evaluation runtime, latency mode and budget);
-    `lut` a `LatencyLUT` for `latency_mode="lut"` or a latency budget.
+    `cfg` is the env's config (pruning, recalibration, scorer, evaluation runtime, latency mode and budget);
+    `lut` a `LatencyLUT` for `latency_mode="lut"` or a latency budget. What "accuracy" means is the scorer's
+    (`autocompress.measure.scorers`): top-1 on the held-out images, or a policy's normalised episodic return;
+    either way `top1` in info is a percent (higher is better) and `Outcome.top1` that fraction.
     """
 
     def __init__(self, model: nn.Module, data: EnvData, cfg: EnvConfig, *, lut: Any | None = None) -> None:
@@ -101,14 +104,17 @@ class Evaluator:
                             and lut is not None)
         # kept channels -> (outcome, info): identical networks are not re-evaluated; saved in search checkpoints.
         self.cache: dict[tuple[int, ...], tuple[Outcome, dict[str, Any]]] = {}
+        self.scorer = get_scorer(cfg, self.model, data.val_images, data.val_labels)
         self.baseline_top1 = self.accuracy(self.model)
         self.baseline_latency_ms = self.meter.measure(self.model).median_ms if self.meter else self.base_lut_ms
 
+    def score(self, model: nn.Module) -> Score:
+        """`model`'s score with the configured scorer: percent (higher is better) and the raw figures."""
+        return self.scorer.score(model)
+
     def accuracy(self, model: nn.Module) -> float:
-        """Top-1 (percent) of `model` on the held-out images, with the configured evaluation runtime."""
-        res = evaluate_tensors(model, self.data.val_images, self.data.val_labels, batch_size=self.cfg.eval_batch_size,
-                               runtime=self.cfg.eval_runtime)
-        return res.top1
+        """The score in percent: top-1 on the held-out images, or the policy's normalised return."""
+        return self.score(model).value
 
     @property
     def lut_correction(self) -> float:
@@ -184,7 +190,8 @@ class Evaluator:
         timing = {"steps_s": steps_s}
         pruned = self.deployable(self.compress(ratios, timing), precision, timing)
         t = time.perf_counter()
-        top1 = self.accuracy(pruned)
+        score = self.score(pruned)
+        top1 = score.value
         timing["eval_s"] = time.perf_counter() - t
         t = time.perf_counter()
         latency_ms, speedup, baseline_ms = self._latency(pruned, kept)
@@ -217,6 +224,7 @@ class Evaluator:
             "cached": False,
             **({"lut_correction": correction} if self.feedback_on else {}),
             **(self._precision_info(precision, pruned) if self.cfg.precisions != "fp32" else {}),
+            **score.details,
         }
         self.cache[key] = (outcome, info)
         return outcome, info

@@ -116,8 +116,61 @@ def pretrained_model(cfg: ExperimentConfig, model: torch.nn.Module, bundle: Any,
     return model.eval()
 
 
-def build_env_and_data(cfg: ExperimentConfig, progress: bool = True) -> tuple[Any, Any]:
-    """(NetCompressEnv, DataBundle) of one experiment: data, model (pretrained as configured), LUT, env."""
+def policy_model(cfg: ExperimentConfig, spec: Any, progress: bool) -> torch.nn.Module:
+    """The policy network sized for the task (observation size in, one output per action or action
+    dimension), with its trained weights; classifier pretraining does not apply to it."""
+    from autocompress.models import get_model
+
+    if cfg.pretrain is not None:
+        raise ConfigError("pretrain: trains classifiers on images; a policy (env.scorer: episodic_return) comes "
+                          "trained: give model.weights (e.g. from scripts/bench_rl_policy.py).")
+    if len(spec.obs_shape) != 1:
+        raise ConfigError(f"env.task.env_id {cfg.env.task.env_id!r}: observations of shape {spec.obs_shape}; "
+                          "only flat (1-D) observations are supported.")
+    if cfg.model.weights is None and progress:
+        print(f"warning: {cfg.model.name} has no model.weights; the policy is randomly initialised", file=sys.stderr)
+    model = get_model(cfg.model.name, num_classes=spec.n_outputs, weights=cfg.model.weights,
+                      in_channels=spec.obs_shape[0])
+    return model.eval()
+
+
+def build_policy_data(cfg: ExperimentConfig, model: torch.nn.Module, spec: Any) -> tuple[Any, Any]:
+    """(EnvData, PolicyBundle): the observations the unpruned policy visits from task.train_seed size the
+    network's input, calibrate BatchNorm / reconstruction if asked, and are behaviour cloning's data."""
+    from autocompress.envs.evaluator import EnvData
+    from autocompress.measure.rollouts import PolicyBundle, collect_observations, network_policy
+
+    task = cfg.env.task
+    n_calib = cfg.env.bn_recalib_batches * cfg.env.bn_recalib_batch_size
+    if cfg.env.prune.reconstruct:
+        n_calib = max(n_calib, cfg.env.prune.reconstruct_samples)
+    obs = collect_observations(network_policy(model, spec), task, max(task.bc_observations, cfg.env.val_images,
+                                                                     n_calib), task.train_seed)
+    with torch.no_grad():
+        out = model(obs[: cfg.env.val_images])
+    labels = out.argmax(dim=1) if task.action == "discrete" else torch.zeros(len(out), dtype=torch.long)
+    data = EnvData(val_images=obs[: cfg.env.val_images], val_labels=labels,
+                   calib_images=obs[:n_calib] if n_calib > 0 else None)
+    return data, PolicyBundle(task, spec, obs[: task.bc_observations])
+
+
+def build_policy_env(cfg: ExperimentConfig, progress: bool = True) -> tuple[Any, Any]:
+    """(NetCompressEnv, PolicyBundle) of a policy experiment (env.scorer: episodic_return)."""
+    from autocompress.envs.evaluator import Evaluator
+    from autocompress.envs.net_compress import NetCompressEnv
+    from autocompress.measure.rollouts import task_spec
+
+    spec = task_spec(cfg.env.task)
+    torch.manual_seed(cfg.search.seed)
+    model = policy_model(cfg, spec, progress)
+    data, bundle = build_policy_data(cfg, model, spec)
+    lut = load_or_build_lut(cfg, model, data.val_images[:1])
+    evaluator = Evaluator(model, data, cfg.env, lut=lut)
+    return NetCompressEnv(model, data, cfg.env, model_name=cfg.model.name, lut=lut, evaluator=evaluator), bundle
+
+
+def build_image_env(cfg: ExperimentConfig, progress: bool = True) -> tuple[Any, Any]:
+    """(NetCompressEnv, DataBundle) of a classifier: data, model (pretrained as configured), LUT, env."""
     from autocompress.data import load_data
     from autocompress.envs.evaluator import Evaluator
     from autocompress.envs.net_compress import NetCompressEnv
@@ -134,6 +187,21 @@ def build_env_and_data(cfg: ExperimentConfig, progress: bool = True) -> tuple[An
     lut = load_or_build_lut(cfg, model, data.val_images[:1])
     evaluator = Evaluator(model, data, cfg.env, lut=lut)
     return NetCompressEnv(model, data, cfg.env, model_name=cfg.model.name, lut=lut, evaluator=evaluator), bundle
+
+
+ENV_BUILDERS = {"top1": build_image_env, "episodic_return": build_policy_env}
+"""How an experiment's env is built, by env.scorer: what is scored decides what data and model it needs."""
+
+
+def build_env_and_data(cfg: ExperimentConfig, progress: bool = True) -> tuple[Any, Any]:
+    """(NetCompressEnv, bundle) of one experiment: a DataBundle for classifiers, a PolicyBundle (task, spaces,
+    the unpruned policy's observations) for policies."""
+    try:
+        builder = ENV_BUILDERS[cfg.env.scorer]
+    except KeyError:
+        raise ConfigError(f"env.scorer: unknown scorer {cfg.env.scorer!r}; choose one of "
+                          f"{', '.join(ENV_BUILDERS)}.") from None
+    return builder(cfg, progress)
 
 
 def build_evaluator(config: ExperimentConfig | str | os.PathLike[str] | Mapping[str, Any],

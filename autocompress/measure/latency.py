@@ -96,14 +96,16 @@ def _stats(times_ms: Sequence[float]) -> LatencyStats:
     )
 
 
-def check_input_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:
-    """Validate a (C, H, W) image shape."""
+def check_input_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
+    """Validate one input's shape: (C, H, W) for an image, (features,) for a vector such as a policy's
+    observation (or any shape of one to three positive sizes)."""
     shape = tuple(input_shape)
-    if len(shape) != 3 or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
+    if not 1 <= len(shape) <= 3 or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
         raise LatencyError(
-            f"input_shape must be three positive integers (C, H, W), e.g. (3, 32, 32); got {input_shape!r}."
+            "input_shape must be one to three positive integers, (C, H, W) for images, e.g. (3, 32, 32), or "
+            f"(features,) for vectors; got {input_shape!r}."
         )
-    return shape  # type: ignore[return-value]
+    return shape
 
 
 @contextlib.contextmanager

@@ -1,0 +1,126 @@
+"""Scorers: what "accuracy" means when the Evaluator scores a pruned network, chosen by name (env.scorer).
+
+Every scorer answers in percent, higher is better, so that the reward functions (which take a fraction) and
+everything that logs or ranks `top1` work unchanged:
+
+- `top1`: classification top-1 on the held-out images.
+- `episodic_return`: the network as a policy (`autocompress.measure.rollouts`), mean return over the task's
+  seeded episodes, normalised as Atari's human-normalised score is: 100 * (R - R_random) / (R_unpruned -
+  R_random), floored at 0, where R_random is the return of uniformly random actions on the same seeds. So 100
+  is as good as the unpruned policy and 0 no better than random; the plain ratio R / R_unpruned would break on
+  tasks whose returns are negative (Acrobot, Pendulum). The raw return goes into the Score's details.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from autocompress.config import ConfigError, EnvConfig, RLTaskConfig
+from autocompress.measure.accuracy import evaluate_tensors
+from autocompress.measure.rollouts import TaskError, network_policy, random_policy, run_episodes, task_spec
+
+
+@dataclass(frozen=True)
+class Score:
+    """One network's score: `value` in percent (higher is better) and the raw figures behind it."""
+
+    value: float
+    details: Mapping[str, float] = field(default_factory=dict)
+    """Extra keys for the evaluation's info (episodic_return: return_mean, return_std, episodes)."""
+
+
+class Scorer(Protocol):
+    """Scores a network (the unpruned one or a pruned copy); built once per Evaluator."""
+
+    name: str
+
+    def score(self, model: nn.Module) -> Score: ...
+
+
+class Top1Scorer:
+    """Top-1 (percent) on held-out images, in the configured evaluation runtime."""
+
+    name = "top1"
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 250,
+                 runtime: str = "torch") -> None:
+        self.images, self.labels, self.batch_size, self.runtime = images, labels, batch_size, runtime
+
+    def score(self, model: nn.Module) -> Score:
+        res = evaluate_tensors(model, self.images, self.labels, batch_size=self.batch_size, runtime=self.runtime)
+        return Score(res.top1)
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and population standard deviation (0 for one value)."""
+    return statistics.fmean(values), statistics.pstdev(values) if len(values) > 1 else 0.0
+
+
+class EpisodicReturnScorer:
+    """Mean return over `task.episodes` seeded episodes (from `task.seed`), normalised between random actions
+    (0) and `reference`, the unpruned policy (100)."""
+
+    name = "episodic_return"
+
+    def __init__(self, task: RLTaskConfig, reference: nn.Module) -> None:
+        self.task = task
+        self.spec = task_spec(task)
+        random_returns = run_episodes(random_policy(self.spec, task.seed), task, task.seed, task.episodes).returns
+        self.random_return = statistics.fmean(random_returns)
+        self.reference_return = statistics.fmean(self.returns(reference))
+        if self.reference_return <= self.random_return:
+            raise TaskError(
+                f"{task.env_id}: the unpruned policy's mean return {self.reference_return:.2f} is no better than "
+                f"random actions' {self.random_return:.2f} over {task.episodes} episodes; give trained weights "
+                "(model.weights) and check env.task.action."
+            )
+
+    def returns(self, model: nn.Module, first_seed: int | None = None, episodes: int | None = None) -> list[float]:
+        """Returns of `model`'s deterministic policy over seeded episodes (default: the search's)."""
+        seed = self.task.seed if first_seed is None else first_seed
+        n = self.task.episodes if episodes is None else episodes
+        return run_episodes(network_policy(model, self.spec), self.task, seed, n).returns
+
+    def normalise(self, mean_return: float) -> float:
+        """Percent of the way from random actions (0) to the unpruned policy (100), floored at 0."""
+        span = self.reference_return - self.random_return
+        return max(0.0, 100.0 * (mean_return - self.random_return) / span)
+
+    def score(self, model: nn.Module) -> Score:
+        mean, std = mean_std(self.returns(model))
+        details = {"return_mean": mean, "return_std": std, "episodes": self.task.episodes,
+                   "baseline_return": self.reference_return, "random_return": self.random_return}
+        return Score(self.normalise(mean), details)
+
+
+ScorerBuilder = Callable[[EnvConfig, nn.Module, torch.Tensor, torch.Tensor], Scorer]
+
+
+def _top1(cfg: EnvConfig, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> Scorer:
+    return Top1Scorer(images, labels, cfg.eval_batch_size, cfg.eval_runtime)
+
+
+def _episodic_return(cfg: EnvConfig, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> Scorer:
+    if cfg.task is None:
+        raise ConfigError("env.task: scorer episodic_return needs the Gymnasium task (env.task: {env_id: ...}).")
+    return EpisodicReturnScorer(cfg.task, model)
+
+
+SCORERS: dict[str, ScorerBuilder] = {"top1": _top1, "episodic_return": _episodic_return}
+"""Scorers by name: (env config, unpruned model, held-out inputs, labels) -> Scorer (config.SCORERS lists the
+same names for the config; a test keeps them equal)."""
+
+
+def get_scorer(cfg: EnvConfig, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> Scorer:
+    """The scorer `cfg.scorer` names, built for `model`; an unknown name lists the known ones."""
+    try:
+        builder = SCORERS[cfg.scorer]
+    except KeyError:
+        raise ConfigError(f"env.scorer: unknown scorer {cfg.scorer!r}; choose one of {', '.join(SCORERS)}.") from None
+    return builder(cfg, model, images, labels)

@@ -1,0 +1,130 @@
+"""Fine-tuning a pruned policy: behaviour cloning from the unpruned policy on the states it visits.
+
+A pruned policy has no labels to be trained on, but its unpruned teacher says what to do in any state. The
+teacher plays seeded episodes of the task (`RLTaskConfig.train_seed`, never the seeds the search or the
+report score on); the student learns to give the teacher's outputs on those observations: cross-entropy on
+the teacher's action (blended with distillation on its logits when `distill` is on) for discrete actions,
+mean squared error for continuous ones. A student that strays from the teacher's states meets states it
+never learned; `dagger_rounds` adds the states the student reaches itself, labelled by the teacher (DAgger,
+Ross et al. 2011), and clones again.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from autocompress.config import RLTaskConfig, TrainConfig
+from autocompress.measure.rollouts import PolicyBundle, TaskSpec, collect_observations, network_policy
+from autocompress.train import TrainError, distillation_loss
+
+DAGGER_SEED_STRIDE = 10_000
+"""Round r of DAgger plays the student from train_seed + r * this (the teacher's own rollouts use round 0)."""
+
+
+def clone_loss(student_out: torch.Tensor, teacher_out: torch.Tensor, action: str, cfg: TrainConfig) -> torch.Tensor:
+    """How far the student's outputs are from the teacher's (see the module docstring)."""
+    if action == "continuous":
+        return F.mse_loss(student_out.float(), teacher_out.float())
+    ce = F.cross_entropy(student_out.float(), teacher_out.argmax(dim=1))
+    if not cfg.distill:
+        return ce
+    kd = distillation_loss(student_out, teacher_out, cfg.distill_temperature)
+    return (1.0 - cfg.distill_alpha) * ce + cfg.distill_alpha * kd
+
+
+def action_agreement(student: nn.Module, teacher: nn.Module, observations: torch.Tensor, action: str) -> float:
+    """Discrete: the share of observations where both choose the same action; continuous: minus the mean
+    squared difference of their actions (so that, either way, higher means closer to the teacher)."""
+    with torch.no_grad():
+        s, t = student.eval()(observations).float(), teacher.eval()(observations).float()
+    if action == "continuous":
+        return -float(F.mse_loss(s, t))
+    return float((s.argmax(dim=1) == t.argmax(dim=1)).float().mean())
+
+
+def _clone(student: nn.Module, teacher_out: torch.Tensor, observations: torch.Tensor, cfg: TrainConfig,
+           task: RLTaskConfig, seed: int) -> list[dict[str, float]]:
+    """Epochs of shuffled mini-batches (AdamW, cosine to zero); one record per epoch."""
+    per_epoch = math.ceil(len(observations) / task.bc_batch_size)
+    steps = per_epoch if cfg.max_batches is None else min(per_epoch, cfg.max_batches)
+    opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    total = max(cfg.epochs * steps, 1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 0.5 * (1.0 + math.cos(math.pi * min(k, total) / total)))
+    gen = torch.Generator().manual_seed(seed)
+    history = []
+    student.train()
+    for epoch in range(1, cfg.epochs + 1):
+        order, loss_sum = torch.randperm(len(observations), generator=gen), 0.0
+        for i in range(steps):
+            idx = order[i * task.bc_batch_size : (i + 1) * task.bc_batch_size]
+            loss = clone_loss(student(observations[idx]), teacher_out[idx], task.action, cfg)
+            if not torch.isfinite(loss):
+                raise TrainError(f"behaviour cloning: the loss became {loss.item()} in epoch {epoch}; lower "
+                                 f"finetune.lr (now {cfg.lr}).")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            loss_sum += loss.item()
+        history.append({"epoch": epoch, "loss": loss_sum / max(steps, 1), "observations": len(observations)})
+    return history
+
+
+def behaviour_clone(student: nn.Module, teacher: nn.Module, observations: torch.Tensor, cfg: TrainConfig,
+                    task: RLTaskConfig, spec: TaskSpec, progress: bool = False, seed: int = 0) -> list[dict[str, Any]]:
+    """Train `student` in place to act as `teacher` does on `observations` (then on DAgger rounds' states):
+    `cfg.epochs` epochs of `task.bc_batch_size` observations per step (at most `cfg.max_batches`), AdamW at
+    peak learning rate `cfg.lr` with `cfg.weight_decay`, on the CPU (policy MLPs are small). Returns one
+    record per epoch with the round, the loss and, at each round's end, the action agreement."""
+    teacher.eval()
+    history: list[dict[str, Any]] = []
+    obs = observations.float()
+    for rnd in range(task.dagger_rounds + 1):
+        if rnd > 0:  # the states the student reaches now, labelled by the teacher
+            mine = collect_observations(network_policy(student, spec), task, len(observations),
+                                        task.train_seed + rnd * DAGGER_SEED_STRIDE)
+            obs = torch.cat([obs, mine.float()])
+        with torch.no_grad():
+            teacher_out = teacher(obs)
+        records = _clone(student, teacher_out, obs, cfg, task, seed + rnd)
+        records[-1]["agreement"] = action_agreement(student, teacher, observations.float(), task.action)
+        history += [{"round": rnd, **r} for r in records]
+        if progress and records:
+            print(f"behaviour cloning round {rnd}: loss {records[-1]['loss']:.4f}, agreement with the teacher "
+                  f"{records[-1]['agreement']:.4f} on {len(obs)} observations", file=sys.stderr)
+    return history
+
+
+def short_clone(model: nn.Module, teacher: nn.Module, bundle: PolicyBundle, batches: int, lr: float,
+                seed: int) -> nn.Module:
+    """Behaviour-clone `model` in place for `batches` steps (cosine to zero): the tournament's short fine-tune."""
+    per_epoch = math.ceil(len(bundle.observations) / bundle.task.bc_batch_size)
+    epochs = math.ceil(batches / per_epoch)
+    cfg = TrainConfig(epochs=epochs, lr=lr, max_batches=math.ceil(batches / epochs), distill=False,
+                      weight_decay=0.0)
+    no_dagger = replace(bundle.task, dagger_rounds=0)
+    behaviour_clone(model, teacher, bundle.observations, cfg, no_dagger, bundle.spec, seed=seed)
+    return model.eval()
+
+
+class PolicyJudge:
+    """The tournament's judge for policies: a short behaviour-cloning fine-tune, then the evaluator's score
+    (normalised return on the search's episodes; never the report's)."""
+
+    def __init__(self, env: Any, bundle: PolicyBundle, lr: float, seed: int) -> None:
+        self.env, self.bundle, self.lr, self.seed = env, bundle, lr, seed
+        self.scored_on = {"episodes": bundle.task.episodes}
+        self.label = "normalised return"
+
+    def __call__(self, schedule: Mapping[str, float], batches: int, precision: Mapping[str, str] | None = None) -> float:
+        model = self.env.evaluator.compress(schedule)
+        short_clone(model, self.env.model, self.bundle, batches, self.lr, self.seed)
+        return float(self.env.evaluator.score(model).value)

@@ -1,0 +1,167 @@
+"""Issue #17's RL-agent benchmark: compress the acting network of a Stable-Baselines3 agent end to end.
+
+Per task (CartPole-v1 with PPO, Acrobot-v1 with DQN by default; 2 x 256 MLP policies):
+1. train the agent (or load it from --work/<task>/<algo>/policy.pth) and take out its acting network;
+2. uniform pruning to the MACs budget (`search.agent: uniform`) and a search (--agent, DDPG by default) at the
+   same budget with measured latency, both run by the package's pipeline from --config: the reward's accuracy
+   is the normalised mean return of the search's seeded episodes, the fine-tune is behaviour cloning from the
+   unpruned policy (+ DAgger rounds as configured), the report plays test episodes the search never saw;
+3. rows of the unpruned, uniform and searched policies before and after fine-tuning go to --out:
+   {"rows": [{task, method, after_ft, macs_ratio, speedup, episodes, return_mean, return_std}], "details": ...}.
+
+Resumable: each method's finished rows are written to --work/<task>/<algo>/rows/<method>.json and skipped on a
+rerun; an unfinished search resumes from its checkpoint.
+
+    python scripts/bench_rl_policy.py                       # the full benchmark (see --help for the sizes)
+    python scripts/bench_rl_policy.py --timesteps 3000 --search-episodes 4 --test-episodes 5 \\
+        --bc-observations 2000 --ft-epochs 1 --work /tmp/rl --out /tmp/rl/rl_policy.json   # a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from plot_utils import cpu_model, write_json_atomic
+
+from autocompress import sb3_policy
+from autocompress.config import ExperimentConfig, load_config
+from autocompress.pipeline import run_experiment
+
+REPO = Path(__file__).resolve().parent.parent
+TIMESTEPS = {("ppo", "CartPole-v1"): 100_000, ("dqn", "CartPole-v1"): 50_000, ("dqn", "Acrobot-v1"): 100_000}
+"""Training steps per (algorithm, task): RL Baselines3 Zoo's budgets for these presets."""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", default=str(REPO / "experiments/ppo-cartpole-policy.yaml"),
+                   help="base experiment (env.task, budget, latency, search, fine-tune); tasks override env_id")
+    p.add_argument("--tasks", nargs="+", default=["CartPole-v1:ppo", "Acrobot-v1:dqn"], help="env_id:algo pairs")
+    p.add_argument("--timesteps", type=int, default=None, help="agent training steps (default: TIMESTEPS)")
+    p.add_argument("--agent", default=None, help="search agent (default: the config's)")
+    p.add_argument("--search-episodes", type=int, default=None, help="default: the config's")
+    p.add_argument("--test-episodes", type=int, default=None, help="report episodes (default: the config's)")
+    p.add_argument("--bc-observations", type=int, default=None, help="default: the config's")
+    p.add_argument("--ft-epochs", type=int, default=None, help="behaviour-cloning epochs (default: the config's)")
+    p.add_argument("--budget", type=float, default=None, help="MACs budget (default: the config's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--work", default=str(REPO / "runs/rl_policy"), help="agents, runs and finished rows")
+    p.add_argument("--out", default=str(REPO / "docs/benchmarks/rl_policy.json"))
+    return p.parse_args(argv)
+
+
+def trained_policy(algo: str, env_id: str, timesteps: int, seed: int, folder: Path) -> dict[str, Any]:
+    """The agent's acting network as a state dict in `folder` (trained once, then read back)."""
+    info_path = folder / "policy.json"
+    if info_path.is_file():
+        info = json.loads(info_path.read_text())
+        if (info["timesteps"], info["seed"]) != (timesteps, seed):
+            sys.exit(f"{folder} holds an agent trained for {info['timesteps']} steps with seed {info['seed']}, not "
+                     f"{timesteps} / {seed}; delete the folder or give another --work.")
+        return info
+    start = time.perf_counter()
+    agent = sb3_policy.train_agent(algo, env_id, timesteps, seed=seed, path=folder / "agent.zip")
+    name, weights = sb3_policy.save_policy(agent, folder / "policy.pth")
+    info = {"algo": algo, "env_id": env_id, "timesteps": timesteps, "seed": seed, "zoo_model": name,
+            "weights": str(weights), "train_s": time.perf_counter() - start,
+            "hyperparameters": sb3_policy.PRESETS.get((algo, env_id), "SB3 defaults"), "net_arch": sb3_policy.ZOO_HIDDEN}
+    write_json_atomic(info_path, info)
+    return info
+
+
+def method_config(base: ExperimentConfig, args: argparse.Namespace, policy: dict[str, Any], method: str,
+                  run_dir: Path) -> ExperimentConfig:
+    """`base` for one task and method: the agent's weights, the task, the budget and the sizes asked for."""
+    task = replace(base.env.task, env_id=policy["env_id"])
+    if args.test_episodes is not None:
+        task = replace(task, test_episodes=args.test_episodes)
+    if args.bc_observations is not None:
+        task = replace(task, bc_observations=args.bc_observations)
+    env = replace(base.env, task=task, budget=args.budget or base.env.budget)
+    agent = "uniform" if method == "uniform" else (args.agent or base.search.agent)
+    search = replace(base.search, agent=agent, seed=args.seed, out_dir=str(run_dir),
+                     episodes=args.search_episodes or base.search.episodes)
+    ddpg = replace(base.ddpg, warmup_episodes=min(base.ddpg.warmup_episodes, search.episodes // 4))
+    dqn = replace(base.dqn, warmup_episodes=min(base.dqn.warmup_episodes, search.episodes // 4))
+    finetune = base.finetune if args.ft_epochs is None else replace(base.finetune, epochs=args.ft_epochs)
+    return replace(base, name=f"{policy['env_id']}-{policy['algo']}-{method}",
+                   model=replace(base.model, name=policy["zoo_model"], weights=policy["weights"]),
+                   env=env, search=search, ddpg=ddpg, dqn=dqn, finetune=finetune)
+
+
+def unpruned_row(task: str, baseline: dict[str, Any], episodes: int) -> dict[str, Any]:
+    """The unpruned policy's row (scored on the same test episodes by every method's report)."""
+    return {"task": task, "method": "unpruned", "after_ft": False, "macs_ratio": 1.0, "speedup": 1.0,
+            "episodes": episodes, "return_mean": baseline["return_mean"], "return_std": baseline["return_std"]}
+
+
+def rows_of(task: str, method: str, summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """A pruned policy's rows, before and after fine-tuning."""
+    b, p, n = summary["baseline"], summary["pruned"], summary["task"]["test_episodes"]
+    return [{"task": task, "method": method, "after_ft": after_ft, "macs_ratio": p["macs"] / b["macs"],
+             "speedup": p["speedup"], "episodes": n, "return_mean": p[f"return_mean{suffix}"],
+             "return_std": p[f"return_std{suffix}"]}
+            for after_ft, suffix in ((False, "_before_finetune"), (True, ""))]
+
+
+def method_cell(base: ExperimentConfig, args: argparse.Namespace, policy: dict[str, Any], method: str,
+                folder: Path) -> dict[str, Any]:
+    """A method's rows and details, run through the pipeline once and read back from disk afterwards."""
+    cell_path = folder / "rows" / f"{method}.json"
+    if cell_path.is_file():
+        return json.loads(cell_path.read_text())
+    run_dir = folder / method
+    cfg = method_config(base, args, policy, method, run_dir)
+    start = time.perf_counter()
+    summary = run_experiment(cfg, resume=(run_dir / "config.yaml").is_file(), progress=True)
+    cell = {"rows": rows_of(policy["env_id"], method, summary),
+            "details": {"run_dir": str(run_dir), "seconds": time.perf_counter() - start,
+                        "search_agent": cfg.search.agent, "search_episodes": cfg.search.episodes,
+                        "budget": {"kind": cfg.env.budget_kind, "fraction": cfg.env.budget},
+                        "best": summary.get("best"), "baseline": summary["baseline"], "pruned": summary["pruned"],
+                        "finetune": {**summary["finetune"], "epochs": cfg.finetune.epochs if cfg.finetune else 0},
+                        "latency": summary["latency"]}}
+    write_json_atomic(cell_path, cell)
+    return cell
+
+
+def task_rows(base: ExperimentConfig, args: argparse.Namespace, spec: str) -> tuple[list[dict], dict[str, Any]]:
+    """Rows of one env_id:algo pair: unpruned, uniform and search, before and after fine-tuning."""
+    env_id, _, algo = spec.partition(":")
+    algo = algo or "ppo"
+    folder = Path(args.work) / env_id / algo
+    steps = args.timesteps or TIMESTEPS.get((algo, env_id), 100_000)
+    policy = trained_policy(algo, env_id, steps, args.seed, folder)
+    uniform = method_cell(base, args, policy, "uniform", folder)
+    search = method_cell(base, args, policy, "search", folder)
+    unpruned = unpruned_row(env_id, uniform["details"]["baseline"], uniform["rows"][0]["episodes"])
+    details = {"agent": policy, "uniform": uniform["details"], "search": search["details"]}
+    return [unpruned, *uniform["rows"], *search["rows"]], details
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(1)
+    base = load_config(args.config)
+    rows, details = [], {}
+    for spec in args.tasks:
+        task_rows_, task_details = task_rows(base, args, spec)
+        rows += task_rows_
+        details[spec] = task_details
+    details["machine"] = {"cpu": cpu_model(), "torch": torch.__version__, "config": args.config}
+    write_json_atomic(args.out, {"rows": rows, "details": details})
+    for r in rows:
+        print(f"{r['task']:<14}{r['method']:<10}{'after ft' if r['after_ft'] else 'pruned':<10}"
+              f"MACs {r['macs_ratio']:.3f}  speedup {r['speedup']:.2f}x  return {r['return_mean']:.1f} ± "
+              f"{r['return_std']:.1f} ({r['episodes']} episodes)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,211 @@
+"""Scorers (issue #17): top-1 or a policy's episodic return, behaviour cloning, and a policy compressed end to end.
+
+Real Gymnasium tasks (CartPole-v1, Pendulum-v1), real networks; the "trained" CartPole policy is made by hand
+(push the cart the way the pole falls: sign of 3 * angle + angular velocity), which balances for the full 500
+steps, so no test waits for RL training.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from autocompress.config import SCORERS as CONFIG_SCORERS
+from autocompress.config import (
+    AutocompressError,
+    ConfigError,
+    EnvConfig,
+    LatencyConfig,
+    RLTaskConfig,
+    TrainConfig,
+    load_config,
+)
+from autocompress.envs.factory import build_env_and_data
+from autocompress.export import load_pruned
+from autocompress.measure.latency import LatencyMeter
+from autocompress.measure.rollouts import (
+    TaskError,
+    collect_observations,
+    network_policy,
+    random_policy,
+    run_episodes,
+    task_spec,
+)
+from autocompress.measure.scorers import SCORERS, EpisodicReturnScorer, get_scorer
+from autocompress.models import get_model
+from autocompress.pruning import Pruner
+from autocompress.rl_finetune import action_agreement, behaviour_clone
+
+CARTPOLE = RLTaskConfig(env_id="CartPole-v1", episodes=5, bc_observations=2000, bc_batch_size=128)
+
+
+def hand_made_policy(noise: float = 0.01) -> nn.Sequential:
+    """The zoo's 2 x 256 ReLU policy wired to push towards the side the pole falls to (plus small noise)."""
+    torch.manual_seed(0)
+    model = get_model("mlp_policy_relu", num_classes=2, in_channels=4)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, noise)
+        lean = torch.tensor([0.0, 0.0, 3.0, 1.0])
+        model[0].weight[:2] = torch.stack([lean, -lean])
+        model[0].bias[:2] = 0.0
+        model[2].weight[:2, :2] = torch.eye(2)
+        model[2].bias[:2] = 0.0
+        model[4].weight[:, :2] = torch.tensor([[0.0, 10.0], [10.0, 0.0]])  # left when leaning left
+    return model.eval()
+
+
+def policy_config(tmp_path: Path, **env: object) -> dict:
+    weights = tmp_path / "policy.pth"
+    torch.save(hand_made_policy().state_dict(), weights)
+    task = {"env_id": "CartPole-v1", "episodes": 5, "test_episodes": 3, "bc_observations": 1000,
+            "bc_batch_size": 128}
+    return {"model": {"name": "mlp_policy_relu", "weights": str(weights)},
+            "env": {"scorer": "episodic_return", "task": task, "val_images": 64, "budget": 0.5, **env},
+            "search": {"out_dir": str(tmp_path / "run"), "episodes": 4, "agent": "random", "torch_threads": 1}}
+
+
+def test_episodic_return_is_deterministic_and_far_above_random_for_a_good_policy() -> None:
+    good = hand_made_policy()
+    scorer = EpisodicReturnScorer(CARTPOLE, good)
+    assert scorer.returns(good) == scorer.returns(good) == [500.0] * 5
+    assert scorer.reference_return == 500.0 and scorer.random_return < 50.0
+    random_actions = run_episodes(random_policy(scorer.spec, 0), CARTPOLE, 0, 5).returns
+    assert statistics.fmean(random_actions) == scorer.random_return
+    untrained = get_model("mlp_policy_relu", num_classes=2, in_channels=4)
+    assert scorer.score(good).value == 100.0 and scorer.score(good).details["return_mean"] == 500.0
+    assert scorer.score(untrained).value < 10.0
+    assert scorer.returns(good, first_seed=100) == [500.0] * 5  # other seeds, other episodes, same policy
+
+
+def test_an_env_with_scorer_episodic_return_is_rewarded_with_the_normalised_return(tmp_path) -> None:
+    env, bundle = build_env_and_data(load_config(policy_config(tmp_path)), progress=False)
+    assert env.group_names == ["0", "2"] and env.input_shape == (4,) and bundle.observations.shape == (1000, 4)
+    assert env.baseline_top1 == 100.0
+    env.reset(seed=0)
+    terminated, reward, info = False, 0.0, {}
+    while not terminated:
+        _, reward, terminated, _, info = env.step(np.array([0.9], np.float32))
+    scorer = env.evaluator.scorer
+    assert info["macs_ratio"] <= 0.5 + 1e-9 and info["episodes"] == 5
+    assert reward == pytest.approx(scorer.normalise(info["return_mean"]) / 100.0)
+    assert info["top1"] == pytest.approx(100.0 * reward)
+    expected = (info["return_mean"] - scorer.random_return) / (scorer.reference_return - scorer.random_return)
+    assert reward == pytest.approx(max(expected, 0.0))
+
+
+def test_behaviour_cloning_brings_a_pruned_policy_closer_to_its_teacher() -> None:
+    teacher = hand_made_policy()
+    student = get_model("mlp_policy_relu", num_classes=2, in_channels=4)  # unrelated weights, then pruned
+    student = Pruner(student, torch.zeros(1, 4)).prune({"0": 0.75, "2": 0.75})
+    spec = task_spec(CARTPOLE)
+    obs = collect_observations(network_policy(teacher, spec), CARTPOLE, 2000, CARTPOLE.train_seed)
+    before = action_agreement(student, teacher, obs, "discrete")
+    history = behaviour_clone(student, teacher, obs, TrainConfig(epochs=5, lr=0.03, weight_decay=0.0), CARTPOLE, spec)
+    after = action_agreement(student, teacher, obs, "discrete")
+    assert before < 0.6 and after > before + 0.2 and history[-1]["agreement"] == after
+    # random actions balance the pole for ~20 steps; the clone, for hundreds
+    assert statistics.fmean(run_episodes(network_policy(student, spec), CARTPOLE, 0, 3).returns) > 150
+
+
+def test_continuous_actions_are_clipped_and_cloned_with_mse() -> None:
+    task = RLTaskConfig(env_id="Pendulum-v1", action="continuous", episodes=2, max_steps=50, bc_batch_size=64)
+    spec = task_spec(task)
+    assert spec.n_outputs == 1 and float(spec.high[0]) == 2.0
+    loud = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 1))
+    with torch.no_grad():
+        loud[2].bias.fill_(50.0)
+    assert np.all(network_policy(loud, spec)(torch.zeros(4, 3)) == 2.0)
+    returns = run_episodes(network_policy(loud, spec), task, 0, 2).returns
+    assert returns == run_episodes(network_policy(loud, spec), task, 0, 2).returns and all(np.isfinite(returns))
+    student = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 1))
+    obs = collect_observations(network_policy(loud, spec), task, 256, task.train_seed)
+    before = action_agreement(student, loud, obs, "continuous")
+    behaviour_clone(student, loud, obs, TrainConfig(epochs=20, lr=0.05, weight_decay=0.0), task, spec)
+    assert action_agreement(student, loud, obs, "continuous") > before
+
+
+def test_a_policy_is_searched_fine_tuned_and_saved_end_to_end(tmp_path) -> None:
+    from autocompress.pipeline import run_experiment
+
+    cfg = policy_config(tmp_path)
+    cfg.update(finetune={"epochs": 1, "lr": 0.003, "weight_decay": 0.0},
+               tournament={"finalists": 2, "ft_batches": 2})
+    summary = run_experiment(load_config(cfg), progress=False)
+    assert summary["baseline"]["return_mean"] == 500.0 and summary["pruned"]["macs"] <= 0.5 * summary["baseline"]["macs"]
+    assert summary["task"]["test_episodes"] == 3 and summary["pruned"]["speedup"] > 0
+    assert {"return_mean", "return_mean_before_finetune"} <= set(summary["pruned"])
+    result = json.loads((tmp_path / "run" / "tournament.json").read_text())
+    assert result["episodes"] == 5 and len(result["rounds"]) == 1
+    pruned, _ = load_pruned(tmp_path / "run" / "pruned_model.pt")
+    x = torch.randn(16, 4)
+    assert pruned(x).shape == (16, 2)
+
+
+def test_latency_of_a_policy_is_timed_on_a_flat_observation() -> None:
+    policy = hand_made_policy()
+    small = Pruner(policy, torch.zeros(1, 4)).prune({"0": 0.5, "2": 0.5})
+    cmp = LatencyMeter(LatencyConfig(rounds=3, warmup=1), (4,)).compare(policy, small)
+    assert cmp.speedup > 0 and cmp.latency_ms > 0
+
+
+def test_scorer_names_match_the_config_and_unknown_ones_list_the_choices() -> None:
+    assert tuple(SCORERS) == CONFIG_SCORERS
+    with pytest.raises(ConfigError, match="unknown scorer 'ret'; choose one of top1, episodic_return"):
+        get_scorer(EnvConfig(scorer="ret"), hand_made_policy(), torch.zeros(1, 4), torch.zeros(1))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"scorer": "return"}, "env.scorer: 'return' is not one of 'top1', 'episodic_return'"),
+    ({"scorer": "episodic_return"}, "env.task: scorer episodic_return needs the Gymnasium task"),
+    ({"task": {"env_id": "CartPole-v1"}}, "env.task: only scorer episodic_return plays a task"),
+    ({"scorer": "episodic_return", "task": {"seed": 999_990}}, "env.task.seed: its episodes overlap those from test_seed"),
+    ({"scorer": "episodic_return", "task": {"episodes": 0}}, r"env.task.episodes: 0 must be in \[1, 100000\]"),
+    ({"scorer": "episodic_return", "task": {"action": "both"}}, "'both' is not one of 'discrete', 'continuous'"),
+    ({"scorer": "episodic_return", "task": {}, "eval_runtime": "onnxruntime"}, "eval_runtime: a policy plays"),
+])
+def test_config_errors_are_one_line(env: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config({"env": env})
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(("task", "message"), [
+    ({"env_id": "NoSuchTask-v0"}, "env.task.env_id 'NoSuchTask-v0'"),
+    ({"env_id": "Pendulum-v1"}, "Pendulum-v1 has a Box action space; env.task.action 'discrete' does not fit it"),
+])
+def test_tasks_that_cannot_work_are_one_line_errors(tmp_path, task: dict, message: str) -> None:
+    cfg = policy_config(tmp_path)
+    cfg["env"]["task"].update(task)
+    with pytest.raises(TaskError, match=message) as info:
+        build_env_and_data(load_config(cfg), progress=False)
+    assert "\n" not in str(info.value) and isinstance(info.value, AutocompressError)
+
+
+def test_an_untrained_policy_is_refused_with_one_line(tmp_path) -> None:
+    cfg = policy_config(tmp_path)
+    torch.save(get_model("mlp_policy_relu", num_classes=2, in_channels=4).state_dict(), tmp_path / "policy.pth")
+    with pytest.raises(TaskError, match="no better than random actions") as info:
+        build_env_and_data(load_config(cfg), progress=False)
+    assert "\n" not in str(info.value)
+
+
+def test_an_sb3_agent_s_policy_is_the_zoo_model_and_acts_as_the_agent() -> None:
+    pytest.importorskip("stable_baselines3")
+    from autocompress import sb3_policy
+
+    obs = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
+    for algo, zoo in (("ppo", "mlp_policy_tanh"), ("dqn", "mlp_policy_relu")):
+        agent = sb3_policy.train_agent(algo, "CartPole-v1", 256, seed=0)
+        net = sb3_policy.extract_policy(agent)
+        assert sb3_policy.zoo_name(net) == zoo
+        model = get_model(zoo, num_classes=2, in_channels=4)
+        model.load_state_dict(net.state_dict())
+        ours = model.eval()(torch.as_tensor(obs)).argmax(dim=1).numpy()
+        assert np.array_equal(ours, agent.predict(obs, deterministic=True)[0])
