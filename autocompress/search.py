@@ -10,10 +10,13 @@ plus JSON behind a checksum (`autocompress.checkpoint`): resuming a shared folde
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
 import sys
+import time
+import typing
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -277,6 +280,9 @@ class Search:
         stored = meta.get("config") or {}
         if isinstance(stored.get("search"), dict):  # written before rounds existed: one episode per round
             stored["search"].setdefault("batch_episodes", 1)
+        _fill_new_fields(stored, ExperimentConfig)  # e.g. env.scorer, env.precisions: what the run used
+        for key in _RESUMABLE_CHANGES:  # not compared (filled in above when absent)
+            stored.get("search", {}).pop(key, None)
         if stored != _comparable(self.cfg):
             raise SearchError(
                 f"{self.run_dir} was made with a different config; resume with the same config "
@@ -284,7 +290,7 @@ class Search:
             )
         try:
             agent_state = tensors["agent"]
-            cache = {tuple(key): (Outcome(**outcome), info) for key, outcome, info in meta["env_cache"]}
+            cache = {_key(key): (Outcome(**outcome), info) for key, outcome, info in meta["env_cache"]}
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise SearchError(f"{path} does not fit this search ({type(exc).__name__}: {exc}); "
                               "start a new run.") from None
@@ -389,7 +395,16 @@ class Search:
         for obs, action, next_obs, terminated in steps:
             self.agent.observe(obs, action, reward if terminated else 0.0, next_obs, terminated)
         step_info = {k: v for k, v in info.items() if k not in ("deferred", "steps_s", "schedule")}
-        return {"episode": self.episode, **step_info, **scored, "reward": reward}, self.agent.update()
+        record = {"episode": self.episode, **step_info, **scored, "reward": reward}
+        return record, self._update(record)
+
+    def _update(self, record: dict[str, Any]) -> dict[str, float]:
+        """The agent's update after an episode, its seconds put in the record's timing as `update_s`: the
+        serial part of a parallel search (scripts/bench_scaling.py)."""
+        start = time.perf_counter()
+        metrics = self.agent.update()
+        record["timing"] = {**(record.get("timing") or {}), "update_s": time.perf_counter() - start}
+        return metrics
 
     def _after_episode(self, record: dict[str, Any], metrics: dict[str, float], log: RunLogger, bar: Any) -> None:
         improved = self.best is None or record["reward"] > self.best["reward"]
@@ -414,13 +429,19 @@ class Search:
         self.env.defer_evaluation = True
         try:
             while self.episode < end:
+                start = time.perf_counter()
                 planned = [self._plan_episode(self.episode + i) for i in range(min(batch, end - self.episode))]
+                proposed = time.perf_counter()
                 results = backend.evaluate([info["schedule"] for _, info in planned],
                                            [info["steps_s"] for _, info in planned],
                                            [info.get("precision") for _, info in planned])
+                # The whole round's seconds, on each of its episodes: proposing them, and scoring them on the backend.
+                round_s = {"round_propose_s": proposed - start, "round_backend_s": time.perf_counter() - proposed}
                 before = self.episode
                 for (steps, info), (outcome, scored) in zip(planned, results, strict=True):
-                    self._after_episode(*self._learn(steps, info, outcome, scored), log, bar)
+                    record, metrics = self._learn(steps, info, outcome, scored)
+                    record["timing"] = {**record["timing"], **round_s}
+                    self._after_episode(record, metrics, log, bar)
                 every = self.cfg.search.checkpoint_every
                 if self.episode // every > before // every or self.episode == self.cfg.search.episodes:
                     self._save_checkpoint()
@@ -447,7 +468,8 @@ class Search:
                 self._run_batched(end, log, bar)
             while not batched and self.episode < end:
                 record = self._play_episode()
-                self._after_episode(record, self.agent.update(), log, bar)
+                metrics = self._update(record)
+                self._after_episode(record, metrics, log, bar)
                 if self.episode % self.cfg.search.checkpoint_every == 0 or self.episode == total:
                     self._save_checkpoint()
             if self.episode == total and self.best and self.confirmed_at != self.episode:
@@ -535,10 +557,30 @@ def _legacy_meta(state: Any) -> dict[str, Any] | None:
     return {**{k: state.get(k) for k in keep}, "env_cache": cache}
 
 
+def _key(key: Any) -> Any:
+    """An evaluation-cache key read back from JSON: lists (an INT8 policy's nested part too) as tuples."""
+    return tuple(_key(k) for k in key) if isinstance(key, list) else key
+
+
+def _fill_new_fields(stored: dict[str, Any], cls: type) -> None:
+    """Give the fields a checkpoint's config lacks (added to the config since it was written) their defaults,
+    which is what the run used without them, so that the comparison with the current config stays exact."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = next((a for a in typing.get_args(hints[f.name]) if dataclasses.is_dataclass(a)), hints[f.name])
+        if f.name not in stored:
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            stored[f.name] = to_dict(default) if dataclasses.is_dataclass(default) else default
+        elif dataclasses.is_dataclass(tp) and isinstance(stored[f.name], dict):
+            _fill_new_fields(stored[f.name], tp)
+
+
 def _loggable(record: dict[str, Any]) -> dict[str, Any]:
     keep = ("reward", "top1", "latency_ms", "speedup", "macs_ratio", "params_ratio", "cached", "timing", "schedule")
-    # lut_correction: latency-budget searches with measured latency; the rest: INT8 choices (env.precisions)
-    optional = ("lut_correction", "precision", "int8_layers", "bytes")
+    # lut_correction: latency-budget searches with measured latency; precision..bytes: INT8 choices (env.precisions);
+    # return_*: policies (env.scorer episodic_return), whose top1 is the normalised return; worker_pid: the Ray
+    # worker that scored the episode
+    optional = ("lut_correction", "precision", "int8_layers", "bytes", "return_mean", "return_std", "worker_pid")
     return {**{k: record.get(k) for k in keep}, **{k: record[k] for k in optional if k in record}}
 
 

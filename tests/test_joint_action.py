@@ -144,3 +144,28 @@ def test_ratio_only_baselines_refuse_a_joint_action(tmp_path):
     env, _ = build(cfg, progress=False)
     with pytest.raises(SearchError, match="allocates prune ratios only"):
         make_agent(cfg, env)
+
+
+def test_a_killed_joint_search_resumes_with_its_int8_evaluations(tmp_path):
+    cfg = _search_config(tmp_path, "dqn")
+    env, _ = build(cfg, progress=False)
+    with Search(cfg, env, tmp_path / "dqn") as first:
+        first.run(progress=False, stop_after=4)  # checkpoint at 3, killed at 4
+    env2, _ = build(cfg, progress=False)
+    with Search(cfg, env2, tmp_path / "dqn", resume=True) as search:
+        assert search.episode == 3 and len(env2.evaluator.cache) >= 1
+        assert all(hash(key) is not None for key in env2.evaluator.cache)  # INT8 keys come back as tuples
+        search.run(progress=False)
+    records = [json.loads(line) for line in (tmp_path / "dqn" / "history.jsonl").read_text().splitlines()]
+    assert [r["episode"] for r in records] == list(range(6))
+
+
+def test_checkpoints_written_before_a_config_field_existed_still_compare_equal():
+    from autocompress.config import ExperimentConfig, to_dict
+    from autocompress.search import _fill_new_fields
+
+    old = to_dict(ExperimentConfig())
+    for key in ("precisions", "quant", "scorer"):
+        del old["env"][key]
+    _fill_new_fields(old, ExperimentConfig)
+    assert old == to_dict(ExperimentConfig())
