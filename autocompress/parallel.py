@@ -70,7 +70,7 @@ class RayBackend:
         if env_cfg.latency_mode == "measured":  # timed here, alone; the workers only score accuracy (the
             # reward is computed here from the timed outcome, so a latency reward is not theirs to check)
             env_cfg = dataclasses.replace(env_cfg, latency_mode="flops", budget_kind="macs", reward="acc",
-                                          reward_kwargs={})
+                                          reward_kwargs={}, eval_early_stop=0.0)  # no reward to stop on there
         # A worker whose construction fails would be restarted forever (max_restarts=-1): refuse here instead.
         check_inputs(evaluator.data, env_cfg, evaluator.lut)
         refs = [ray.put(x) for x in (evaluator.model, evaluator.data, evaluator.lut)]

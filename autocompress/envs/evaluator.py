@@ -10,6 +10,7 @@ config in a fresh process (`autocompress.envs.factory.build_evaluator`).
 from __future__ import annotations
 
 import dataclasses
+import math
 import statistics
 import time
 from collections.abc import Mapping, Sequence
@@ -20,7 +21,8 @@ import torch
 from torch import nn
 
 from autocompress.config import ConfigError, EnvConfig
-from autocompress.envs.rewards import LATENCY_REWARDS, Outcome
+from autocompress.envs.rewards import LATENCY_REWARDS, Outcome, get_reward
+from autocompress.measure.accuracy import Stop
 from autocompress.measure.latency import LatencyMeter
 from autocompress.measure.scorers import Score, get_scorer
 from autocompress.pruning import Pruner, recalibrate_bn
@@ -104,13 +106,15 @@ class Evaluator:
                             and lut is not None)
         # kept channels -> (outcome, info): identical networks are not re-evaluated; saved in search checkpoints.
         self.cache: dict[tuple[int, ...], tuple[Outcome, dict[str, Any]]] = {}
+        self.reward_fn = get_reward(cfg.reward, cfg.reward_kwargs)  # early stopping compares rewards
+        self._best_reward: float | None = None
         self.scorer = get_scorer(cfg, self.model, data.val_images, data.val_labels)
         self.baseline_top1 = self.accuracy(self.model)
         self.baseline_latency_ms = self.meter.measure(self.model).median_ms if self.meter else self.base_lut_ms
 
-    def score(self, model: nn.Module) -> Score:
+    def score(self, model: nn.Module, stop: Stop | None = None) -> Score:
         """`model`'s score with the configured scorer: percent (higher is better) and the raw figures."""
-        return self.scorer.score(model)
+        return self.scorer.score(model, stop) if stop is not None else self.scorer.score(model)
 
     def accuracy(self, model: nn.Module) -> float:
         """The score in percent: top-1 on the held-out images, or the policy's normalised return."""
@@ -189,25 +193,28 @@ class Evaluator:
             return outcome, {**info, "cached": True, "schedule": ratios}
         timing = {"steps_s": steps_s}
         pruned = self.deployable(self.compress(ratios, timing), precision, timing)
-        t = time.perf_counter()
-        score = self.score(pruned)
-        top1 = score.value
-        timing["eval_s"] = time.perf_counter() - t
-        t = time.perf_counter()
+        t = time.perf_counter()  # latency first: an early-stopped evaluation needs the reward's other parts
         latency_ms, speedup, baseline_ms = self._latency(pruned, kept)
         timing["latency_s"] = time.perf_counter() - t
-        timing["total_s"] = sum(timing.values())
         correction = self.lut_correction
         self._record_feedback(kept, speedup)
         macs, params = self.cost_model.macs(kept), self.cost_model.params(kept)
         outcome = Outcome(
-            top1=top1 / 100.0,
+            top1=0.0,
             macs=macs,
             macs_ratio=macs / self.base_macs,
             params_ratio=params / self.base_params,
             latency_ratio=None if speedup is None else 1.0 / speedup,
             budget=self.cfg.budget,
         )
+        t = time.perf_counter()
+        stop = self._stopper(outcome)
+        score = self.score(pruned, stop)
+        top1 = score.value
+        timing["eval_s"] = time.perf_counter() - t
+        timing["total_s"] = sum(timing.values())
+        outcome = dataclasses.replace(outcome, top1=top1 / 100.0)
+        stopped = stop is not None and score.details.get("val_images_scored", 0) < len(self.data.val_labels)
         info = {
             "schedule": ratios,
             "kept_channels": kept,
@@ -225,9 +232,35 @@ class Evaluator:
             **({"lut_correction": correction} if self.feedback_on else {}),
             **(self._precision_info(precision, pruned) if self.cfg.precisions != "fp32" else {}),
             **score.details,
+            **({"early_stopped": stopped, "val_images_scored": score.details.get(
+                "val_images_scored", len(self.data.val_labels))} if self.cfg.eval_early_stop else {}),
         }
+        if self.cfg.eval_early_stop and not stopped:
+            self._best_reward = max(self._best(), self.reward_fn(outcome))
         self.cache[key] = (outcome, info)
         return outcome, info
+
+    def _best(self) -> float:
+        """Best reward of a fully scored evaluation so far (from the cache after a resume); -inf if none."""
+        if self._best_reward is None:
+            full = [self.reward_fn(o) for o, info in self.cache.values() if not info.get("early_stopped")]
+            self._best_reward = max(full, default=float("-inf"))
+        return self._best_reward
+
+    def _stopper(self, outcome: Outcome) -> Stop | None:
+        """With env.eval_early_stop = delta: a stop rule that ends scoring once even the (1 - delta) Hoeffding
+        upper bound of top-1 gives a reward below the best so far (every reward grows with accuracy)."""
+        delta = self.cfg.eval_early_stop
+        best = self._best() if delta else float("-inf")
+        if not delta or best == float("-inf") or self.cfg.scorer != "top1":
+            return None
+        slack = math.log(1.0 / delta) / 2.0
+
+        def stop(hits: int, seen: int) -> bool:
+            upper = min(1.0, hits / seen + math.sqrt(slack / seen))
+            return self.reward_fn(dataclasses.replace(outcome, top1=upper)) < best
+
+        return stop
 
     def _precision_info(self, precision: Mapping[str, str] | None, model: nn.Module) -> dict[str, Any]:
         layers = self.layer_precision(precision)

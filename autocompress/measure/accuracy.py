@@ -51,7 +51,12 @@ class _Tally:
         return EvalResult(self.correct1 * pct, self.correct5 * pct, self.loss_sum / self.n, ips, self.n)
 
 
-def _run(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device) -> EvalResult:
+Stop = Callable[[int, int], bool]
+"""Called after each batch with (top-1 hits so far, images so far); True ends the evaluation there."""
+
+
+def _run(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device,
+         stop: Stop | None = None) -> EvalResult:
     was_training = model.training
     model.to(device).eval()
     tally = _Tally()
@@ -67,6 +72,8 @@ def _run(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
                     torch.cuda.synchronize(device)
                 tally.forward_s += time.perf_counter() - start
                 tally.add(logits, y)
+                if stop is not None and stop(tally.correct1, tally.n):
+                    break
     finally:
         model.train(was_training)
     return tally.result()
@@ -93,6 +100,7 @@ def evaluate_tensors(
     batch_size: int = 250,
     device: str | torch.device = "cpu",
     runtime: str = "torch",
+    stop: Stop | None = None,
 ) -> EvalResult:
     """Accuracy on preloaded tensors (the env's fast path: no loader, no per-item work).
 
@@ -104,16 +112,16 @@ def evaluate_tensors(
     if runtime not in EVAL_RUNTIMES:
         raise ValueError(f"unknown evaluation runtime {runtime!r}; choose one of {', '.join(EVAL_RUNTIMES)}.")
     batches = ((x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, x.shape[0], batch_size))
-    return EVAL_RUNTIMES[runtime](model, batches, x[:1], device)
+    return EVAL_RUNTIMES[runtime](model, batches, x[:1], device, stop)
 
 
 def _run_torch(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], example: torch.Tensor,
-               device: str | torch.device) -> EvalResult:
-    return _run(model, batches, resolve_device(device))
+               device: str | torch.device, stop: Stop | None = None) -> EvalResult:
+    return _run(model, batches, resolve_device(device), stop)
 
 
 def _run_onnx(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], example: torch.Tensor,
-              device: str | torch.device = "cpu") -> EvalResult:
+              device: str | torch.device = "cpu", stop: Stop | None = None) -> EvalResult:
     from autocompress.measure.latency import ONNX_HINT, LatencyError, export_onnx_bytes
 
     try:
@@ -133,6 +141,8 @@ def _run_onnx(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tens
         logits = torch.from_numpy(session.run(None, {"input": x.cpu().numpy()})[0])
         tally.forward_s += time.perf_counter() - start
         tally.add(logits, y.cpu())
+        if stop is not None and stop(tally.correct1, tally.n):
+            break
     return tally.result()
 
 

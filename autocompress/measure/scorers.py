@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from autocompress.config import ConfigError, EnvConfig, RLTaskConfig
-from autocompress.measure.accuracy import evaluate_tensors
+from autocompress.measure.accuracy import Stop, evaluate_tensors
 from autocompress.measure.rollouts import TaskError, network_policy, random_policy, run_episodes, task_spec
 
 
@@ -40,7 +40,9 @@ class Scorer(Protocol):
 
     name: str
 
-    def score(self, model: nn.Module) -> Score: ...
+    def score(self, model: nn.Module, stop: Stop | None = None) -> Score:
+        """`stop(hits, seen)` may end a top-1 evaluation early (scorers that cannot stop early ignore it)."""
+        ...
 
 
 class Top1Scorer:
@@ -52,9 +54,10 @@ class Top1Scorer:
                  runtime: str = "torch") -> None:
         self.images, self.labels, self.batch_size, self.runtime = images, labels, batch_size, runtime
 
-    def score(self, model: nn.Module) -> Score:
-        res = evaluate_tensors(model, self.images, self.labels, batch_size=self.batch_size, runtime=self.runtime)
-        return Score(res.top1)
+    def score(self, model: nn.Module, stop: Stop | None = None) -> Score:
+        res = evaluate_tensors(model, self.images, self.labels, batch_size=self.batch_size, runtime=self.runtime,
+                               stop=stop)
+        return Score(res.top1, {"val_images_scored": res.n} if stop is not None else {})
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -92,7 +95,7 @@ class EpisodicReturnScorer:
         span = self.reference_return - self.random_return
         return max(0.0, 100.0 * (mean_return - self.random_return) / span)
 
-    def score(self, model: nn.Module) -> Score:
+    def score(self, model: nn.Module, stop: Stop | None = None) -> Score:
         mean, std = mean_std(self.returns(model))
         details = {"return_mean": mean, "return_std": std, "episodes": self.task.episodes,
                    "baseline_return": self.reference_return, "random_return": self.random_return}
