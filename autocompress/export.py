@@ -22,6 +22,7 @@ from torch import nn
 
 from autocompress.atomic import atomic_torch_save, atomic_write
 from autocompress.config import AutocompressError, PruneConfig, QuantConfig
+from autocompress.measure.latency import mha_fastpath_off
 from autocompress.pruning import Schedule, apply_schedule
 
 FORMAT = "autocompress.pruned_model"
@@ -165,7 +166,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike[str], example: torch.T
     model.eval()
     buf = io.BytesIO()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), mha_fastpath_off():
             torch.onnx.export(
                 model,
                 (example,),

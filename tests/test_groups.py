@@ -105,11 +105,10 @@ class _TinyAttention(nn.Module):
         return self.head(self.attn(t, t, t, need_weights=False)[0].mean(1))
 
 
-def test_attention_is_refused_with_the_layer_named_not_a_traceback():
-    from autocompress.pruning import PruneError, Pruner
-
-    with pytest.raises(PruneError, match=r"layer 'attn' \(MultiheadAttention\) is not supported.*attention"):
-        Pruner(_TinyAttention().eval(), torch.randn(1, 3, 8, 8))
+def test_attention_heads_are_a_group_and_its_embedding_width_stays_whole():
+    a = analyze_model(_TinyAttention().eval(), torch.randn(1, 3, 8, 8))
+    assert [(g.name, g.kind, g.channels, g.members) for g in a.groups] == [("attn", "heads", 2, ("attn",))]
+    assert "stem" in a.skipped and "embedding width of attention layer 'attn', which stays whole" in a.skipped["stem"]
 
 
 class _LSTMLogits(nn.Module):

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from autocompress.pruning.attention import head_weights
 from autocompress.pruning.recurrent import RECURRENT_TYPES, unit_weights
 
 STATIC_NAMES = (
@@ -33,12 +34,20 @@ FEATURE_NAMES = STATIC_NAMES + DYNAMIC_NAMES
 JOINT_NAMES = ("int8_sensitivity", "prev_precision")
 """Appended when the action also picks a precision: the group's INT8 sensitivity (static, output error of
 its layers alone in INT8, normalised by the network's largest) and the previous step's precision."""
-_KIND_CODES = {"conv": 0.0, "recurrent": 0.25, "depthwise": 0.5, "linear": 1.0}
+_KIND_CODES = {"conv": 0.0, "recurrent": 0.25, "depthwise": 0.5, "heads": 0.75, "mlp": 0.875, "linear": 1.0}
+"""Group kind -> feature value: heads (attention heads) and mlp (a transformer / ConvNeXt MLP's hidden width,
+a Linear at every token or pixel) sit between the convolutional kinds and the plain Linear."""
 
 
-def _channel_l1(module: nn.Module) -> torch.Tensor:
-    """Mean |w| per output channel (per hidden unit of a recurrent layer, which has no `.weight`)."""
-    w = unit_weights(module) if isinstance(module, RECURRENT_TYPES) else module.weight.detach()
+def _channel_l1(module: nn.Module, kind: str) -> torch.Tensor:
+    """Mean |w| per output channel: per hidden unit of a recurrent layer and per head of an attention layer
+    (their weights are not one `.weight` row per channel)."""
+    if kind == "heads":
+        w = head_weights(module)
+    elif isinstance(module, RECURRENT_TYPES):
+        w = unit_weights(module)
+    else:
+        w = module.weight.detach()
     return w.abs().reshape(w.shape[0], -1).mean(dim=1)
 
 
@@ -51,7 +60,7 @@ def static_features(
     n = len(groups)
     rows = np.zeros((n, len(STATIC_NAMES)), dtype=np.float64)
     for i, g in enumerate(groups):
-        l1 = _channel_l1(modules[g.name])
+        l1 = _channel_l1(modules[g.name], g.kind)
         mean = float(l1.mean())
         rows[i] = [
             i / max(n - 1, 1),

@@ -2,19 +2,22 @@
 
 The search evaluates thousands of candidate channel configurations; counting operations on a real pruned
 model takes 16-36 ms on ResNet-56, while summing a few hundred precomputed per-layer formulas takes well
-under a millisecond. The formulas reproduce `torch_pruning.utils.count_ops_and_params` exactly (same
-module types counted, same per-type formulas), which the tests check on physically pruned models.
+under a millisecond. The formulas reproduce `count_macs_params` exactly (Torch-Pruning's op counter with our
+counters for recurrent and attention layers, LayerNorm subclasses and Linear layers on tokens), which the tests
+check on physically pruned models. Their matmul part (`CostModel.matmul_macs`: convs, linears, recurrent
+weights, QK^T and AV) equals PyTorch's own operator counter (`flop_counter_macs`), which shares no code with it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-LAYER_KINDS = ("conv", "linear", "bn", "act", "pool", "upsample", "recurrent", "other")
+LAYER_KINDS = ("conv", "linear", "bn", "ln", "act", "pool", "upsample", "recurrent", "attention", "param", "other")
 
 RECURRENT_CELLS: dict[type[nn.Module], tuple[int, int]] = {nn.LSTM: (4, 10), nn.GRU: (3, 7), nn.RNN: (1, 1)}
 """Recurrent layer type -> (gates, element-wise MACs per hidden unit and time step). The element-wise counts
@@ -59,6 +62,14 @@ class LayerSpec:
     """Recurrent layers: element-wise MACs per hidden unit and time step (see RECURRENT_CELLS)."""
     num_layers: int = 1
     """Recurrent layers: stacked layers inside the module (all share one hidden size)."""
+    head_dim: int = 0
+    """Attention: width of one head (query/key/value rows per head)."""
+    tokens: int = 0
+    """Attention: tokens per sequence (a window's tokens for window attention)."""
+    sequences: int = 1
+    """Attention: sequences per image (windows for window attention, else 1)."""
+    head_params: int = 0
+    """Attention: parameters each head owns besides its projections (Swin's relative position biases)."""
 
     @property
     def depthwise(self) -> bool:
@@ -72,6 +83,80 @@ def _hw(shape: Sequence[int]) -> int:
     return n
 
 
+def _conv_cost(cin: int, cout: int, kk: int, groups: int, dw: bool, out_hw: int, bias: bool) -> tuple[int, int, int]:
+    if dw:
+        cin = groups = cout
+    w = cout * (cin // groups) * kk
+    return w * out_hw + (cout * out_hw if bias else 0), w + (cout if bias else 0), w * out_hw
+
+
+def _linear_cost(cin: int, cout: int, expand: int, positions: int, bias: bool) -> tuple[int, int, int]:
+    w = cin * expand * cout
+    return (w + (cout if bias else 0)) * positions, w + (cout if bias else 0), w * positions
+
+
+def _bn_cost(cin: int, cout: int, positions: int, affine: bool, bias: bool) -> tuple[int, int, int]:
+    return cout * positions * (2 if affine else 1), 2 * cout if affine else 0, 0
+
+
+def _ln_cost(cin: int, cout: int, positions: int, affine: bool, bias: bool) -> tuple[int, int, int]:
+    """LayerNorm: Torch-Pruning counts 2 MACs per element with a learnable scale; weight and bias are optional."""
+    return cout * positions * (2 if affine else 1), cout * (int(affine) + int(bias)), 0
+
+
+def _recurrent_layer_cost(
+    cin: int, cout: int, gates: int, cell_macs: int, num_layers: int, steps: int, bias: bool
+) -> tuple[int, int, int]:
+    macs, params = recurrent_cost(cin, cout, gates, cell_macs, num_layers, bias)
+    weights = params - (2 * gates * cout * num_layers if bias else 0)
+    return macs * steps, params, weights * steps
+
+
+def _attention_layer_cost(
+    cin: int, cout: int, head_dim: int, tokens: int, sequences: int, bias: bool, head_params: int
+) -> tuple[int, int, int]:
+    macs, params, matmul = attention_cost(cin, cout, head_dim, tokens, sequences, bias)
+    return macs, params + head_params * cout, matmul
+
+
+_KIND_COSTS: dict[str, Callable[..., tuple[int, int, int]]] = {
+    "conv": _conv_cost,
+    "linear": _linear_cost,
+    "bn": _bn_cost,
+    "ln": _ln_cost,
+    "act": lambda cin, cout, out_hw: (cout * out_hw, 0, 0),
+    "upsample": lambda cin, cout, out_hw: (cout * out_hw, 0, 0),
+    "pool": lambda cin, cout, in_hw: (cout * in_hw, 0, 0),
+    "recurrent": _recurrent_layer_cost,
+    "attention": _attention_layer_cost,
+    "param": lambda cin, cout, expand: (0, cout * expand, 0),
+    "other": lambda cin, cout, fixed: (fixed, 0, 0),
+}
+"""Layer kind -> (in channels, out channels, *the kind's fixed arguments) -> (MACs, params, matmul MACs)."""
+
+
+def _kind_args(s: LayerSpec) -> tuple:
+    """The fixed arguments of a spec's cost function (see _KIND_COSTS), computed once."""
+    out_hw = _hw(s.output_hw)
+    if s.kind == "conv":
+        return (s.kernel_size[0] * s.kernel_size[1], s.conv_groups, s.depthwise, out_hw, s.has_bias)
+    if s.kind == "linear":
+        return (s.in_expand, out_hw, s.has_bias)
+    if s.kind in ("bn", "ln"):
+        return (out_hw, s.affine, s.has_bias)
+    if s.kind in ("act", "upsample"):
+        return (out_hw,)
+    if s.kind == "pool":
+        return (_hw(s.input_hw),)
+    if s.kind == "recurrent":
+        return (s.gates, s.cell_macs, s.num_layers, out_hw, s.has_bias)
+    if s.kind == "attention":
+        return (s.head_dim, s.tokens, s.sequences, s.has_bias, s.head_params)
+    if s.kind == "param":
+        return (s.in_expand,)
+    return (s.fixed_macs,)
+
+
 class CostModel:
     """MACs and parameters of a network as a function of the kept channels of each prune group.
 
@@ -83,65 +168,28 @@ class CostModel:
         self.layer_specs = tuple(layer_specs)
         self.fixed_macs = int(fixed_macs)
         self.fixed_params = int(fixed_params)
-        # Precompile each spec to a tuple of plain ints so a call is a tight loop over tuples.
+        # Precompile each spec to (cost function, groups, channels, flags, args) so a call is a tight loop.
         self._compiled = [self._compile(s) for s in self.layer_specs]
         self.base_macs = self.macs({})
         self.base_params = self.params({})
 
     @staticmethod
     def _compile(s: LayerSpec) -> tuple:
-        kh, kw = s.kernel_size
-        return (
-            s.kind,
-            s.in_group,
-            s.out_group,
-            s.in_channels,
-            s.out_channels,
-            kh * kw,
-            s.conv_groups,
-            s.depthwise,
-            _hw(s.input_hw),
-            _hw(s.output_hw),
-            s.has_bias,
-            s.in_expand,
-            s.affine,
-            s.count_macs,
-            s.count_params,
-            s.fixed_macs,
-            (s.gates, s.cell_macs, s.num_layers),
-        )
+        if s.kind not in _KIND_COSTS:
+            raise ValueError(f"layer {s.name!r}: unknown layer kind {s.kind!r}; known: {', '.join(_KIND_COSTS)}.")
+        return (_KIND_COSTS[s.kind], s.in_group, s.out_group, s.in_channels, s.out_channels, s.count_macs,
+                s.count_params, _kind_args(s))
 
     @staticmethod
-    def _one(c: tuple, kept: Mapping[str, int]) -> tuple[int, int]:
-        """(macs, params) of one compiled spec."""
-        (kind, gi, go, cin, cout, kk, groups, dw, in_hw, out_hw, bias, expand, affine, cm, cp, fixed, rnn) = c
+    def _one(c: tuple, kept: Mapping[str, int]) -> tuple[int, int, int]:
+        """(macs, params, matmul macs) of one compiled spec."""
+        fn, gi, go, cin, cout, cm, cp, args = c
         if go is not None:
             cout = kept.get(go, cout)
         if gi is not None:
             cin = kept.get(gi, cin)
-        if kind == "conv":
-            if dw:
-                cin = groups = cout
-            w = cout * (cin // groups) * kk
-            macs = w * out_hw + (cout * out_hw if bias else 0)
-            params = w + (cout if bias else 0)
-        elif kind == "linear":
-            w = cin * expand * cout
-            macs = w + (cout if bias else 0)
-            params = w + (cout if bias else 0)
-        elif kind == "bn":
-            macs = cout * out_hw * (2 if affine else 1)
-            params = 2 * cout if affine else 0
-        elif kind in ("act", "upsample"):
-            macs, params = cout * out_hw, 0
-        elif kind == "pool":
-            macs, params = cout * in_hw, 0
-        elif kind == "recurrent":
-            macs, params = recurrent_cost(cin, cout, *rnn, bias)
-            macs *= out_hw
-        else:
-            macs, params = fixed, 0
-        return (macs if cm else 0), (params if cp else 0)
+        macs, params, matmul = fn(cin, cout, *args)
+        return (macs if cm else 0), (params if cp else 0), (matmul if cm else 0)
 
     def macs(self, kept: Mapping[str, int]) -> int:
         """Multiply-accumulates of one image (Torch-Pruning's count, activations/BN/pooling included)."""
@@ -150,6 +198,13 @@ class CostModel:
         for c in self._compiled:
             total += one(c, kept)[0]
         return total
+
+    def matmul_macs(self, kept: Mapping[str, int]) -> int:
+        """MACs of the weight and attention products only (conv, linear, recurrent weights, QK^T and AV): what an
+        operator-level counter such as torch.utils.flop_counter.FlopCounterMode reports (as FLOPs / 2); `macs`
+        adds biases, normalisation, activations, pooling and softmax."""
+        one = self._one
+        return sum(one(c, kept)[2] for c in self._compiled)
 
     def params(self, kept: Mapping[str, int]) -> int:
         """Number of parameters (learnable and fixed nn.Parameters, buffers excluded)."""
@@ -166,6 +221,22 @@ class CostModel:
             name = s.name.split("#")[0]
             out[name] = out.get(name, 0) + self._one(c, kept)[0]
         return out
+
+
+def attention_cost(
+    embed: int, heads: int, head_dim: int, tokens: int, sequences: int = 1, bias: bool = True
+) -> tuple[int, int, int]:
+    """(MACs, params, matmul MACs) of multi-head self-attention over `sequences` sequences of `tokens` tokens.
+
+    Matmuls: the q/k/v projections (embed -> 3 x heads x head_dim), QK^T and AV (heads x tokens^2 x head_dim
+    each) and the output projection (heads x head_dim -> embed). Element-wise, in Torch-Pruning's convention:
+    the query scaling, one op per softmax score, and the projection biases.
+    """
+    inner, t = heads * head_dim, tokens
+    matmul = sequences * (4 * t * embed * inner + 2 * heads * t * t * head_dim)
+    elementwise = sequences * (t * inner + heads * t * t + ((3 * inner + embed) * t if bias else 0))
+    params = 4 * embed * inner + (3 * inner + embed if bias else 0)
+    return matmul + elementwise, params, matmul
 
 
 def recurrent_cost(
@@ -191,12 +262,97 @@ def _recurrent_macs_hook(module: nn.Module, inputs: tuple, output: object) -> No
     module.__flops__ += (sum(p.numel() for p in module.parameters()) + cell) * steps
 
 
+def window_attention_types() -> tuple[type[nn.Module], ...]:
+    """torchvision's Swin window attention (its qkv / proj weights are applied functionally, per window). Read
+    from the loaded modules, not imported: a model holding one has loaded it, and importing torchvision costs
+    a second."""
+    swin = sys.modules.get("torchvision.models.swin_transformer")
+    return (swin.ShiftedWindowAttention,) if swin is not None else ()
+
+
+def is_attention(m: nn.Module) -> bool:
+    """A self-attention layer the cost model counts as a whole (nn.MultiheadAttention, Swin window attention)."""
+    return isinstance(m, (nn.MultiheadAttention, *window_attention_types()))
+
+
+def attention_geometry(m: nn.Module, out_shape: Sequence[int]) -> tuple[int, int, int, int, int, bool]:
+    """(embed, heads, head_dim, tokens, sequences per sample, bias) of one call of an attention layer that
+    returned `out_shape`, read from the layer's real weights (a pruned layer has fewer heads)."""
+    if isinstance(m, nn.MultiheadAttention):
+        tokens = out_shape[1] if m.batch_first and len(out_shape) == 3 else out_shape[0]
+        inner = m.in_proj_weight.shape[0] // 3
+        return m.embed_dim, m.num_heads, inner // m.num_heads, int(tokens), 1, m.in_proj_bias is not None
+    _, h, w, c = out_shape  # window attention: (batch, height, width, channels), windows padded to full size
+    wh, ww = m.window_size
+    windows = -(-int(h) // wh) * -(-int(w) // ww)
+    inner = m.qkv.weight.shape[0] // 3
+    return int(c), m.num_heads, inner // m.num_heads, wh * ww, windows, m.qkv.bias is not None
+
+
+def _attention_macs_hook(module: nn.Module, inputs: tuple, output: object) -> None:
+    shape = tuple((output[0] if isinstance(output, (tuple, list)) else output).shape)
+    if not isinstance(module, nn.MultiheadAttention):
+        batch = shape[0]
+    else:
+        batch = 1 if len(shape) == 2 else shape[0] if module.batch_first else shape[1]
+    module.__flops__ += attention_cost(*attention_geometry(module, shape))[0] * int(batch)
+
+
+def _linear_macs_hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+    """Torch-Pruning counts a Linear's bias once per call; on tokens or pixels it is added at every position."""
+    positions = output.numel() // output.shape[-1]
+    module.__flops__ += positions * (module.in_features * module.out_features + (module.out_features if
+                                                                                  module.bias is not None else 0))
+
+
+def _norm_macs_hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+    module.__flops__ += inputs[0].numel() * (2 if module.elementwise_affine else 1)
+
+
+def _custom_hooks(model: nn.Module) -> dict[type, Callable]:
+    """Our counters where Torch-Pruning's are wrong or missing (it matches exact types only)."""
+    hooks: dict[type, Callable] = dict.fromkeys(RECURRENT_CELLS, _recurrent_macs_hook)
+    hooks[nn.Linear] = _linear_macs_hook
+    for m in model.modules():
+        if is_attention(m):
+            hooks[type(m)] = _attention_macs_hook
+        elif isinstance(m, nn.LayerNorm):  # also LayerNorm2d (ConvNeXt)
+            hooks[type(m)] = _norm_macs_hook
+    return hooks
+
+
+def counted(m: nn.Module) -> bool:
+    """Whether `count_macs_params` counts this module's own MACs (Torch-Pruning's types, plus ours)."""
+    from torch_pruning.utils.op_counter import MODULES_MAPPING
+
+    return type(m) in MODULES_MAPPING or is_attention(m) or isinstance(m, nn.LayerNorm)
+
+
 @torch.no_grad()
 def count_macs_params(model: nn.Module, example_inputs: torch.Tensor) -> tuple[int, int]:
-    """MACs and params measured on a real model by Torch-Pruning's op counter (for tests and reports)."""
+    """MACs and params measured on a real model by Torch-Pruning's op counter (for tests and reports), with
+    our counters for recurrent and attention layers, LayerNorm subclasses and Linear layers on tokens."""
     from torch_pruning.utils import count_ops_and_params, op_counter
 
     # Torch-Pruning resets its custom hooks after each count
-    op_counter.CUSTOM_MODULES_MAPPING = dict.fromkeys(RECURRENT_CELLS, _recurrent_macs_hook)
+    op_counter.CUSTOM_MODULES_MAPPING = _custom_hooks(model)
     macs, params = count_ops_and_params(model, example_inputs[:1])  # counts on its own deep copy
     return int(round(float(macs))), int(params)
+
+
+def flop_counter_macs(model: nn.Module, example_inputs: torch.Tensor) -> int:
+    """Matmul MACs of one image by PyTorch's operator-level counter (torch.utils.flop_counter.FlopCounterMode,
+    FLOPs / 2): an independent check of `CostModel.matmul_macs`, sharing no code with it. It runs with autograd
+    on and SDPA's math kernel, so that nn.MultiheadAttention's fused fast path and the fused CPU attention
+    kernel, which the counter does not know, decompose into the matmuls it counts."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    try:
+        with sdpa_kernel(SDPBackend.MATH), torch.enable_grad(), FlopCounterMode(display=False) as counter:
+            model(example_inputs[:1])
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops()) // 2

@@ -152,6 +152,17 @@ def _import_onnxruntime() -> Any:
         raise LatencyError(f"runtime 'onnxruntime' needs ONNX Runtime: {ONNX_HINT}") from None
 
 
+@contextlib.contextmanager
+def mha_fastpath_off() -> Iterator[None]:
+    """nn.MultiheadAttention's fused inference kernel has no ONNX export; export (and trace) its plain ops."""
+    enabled = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(enabled)
+
+
 def export_onnx_bytes(model: nn.Module, example: torch.Tensor, dynamic_batch: bool = False) -> bytes:
     """Export `model` (in eval mode) to ONNX in memory with the TorchScript exporter (~0.2 s vs 3-4 s for dynamo).
 
@@ -164,7 +175,7 @@ def export_onnx_bytes(model: nn.Module, example: torch.Tensor, dynamic_batch: bo
     except ImportError:
         raise LatencyError(f"ONNX export needs the onnx package: {ONNX_HINT}") from None
     try:
-        with warnings.catch_warnings(), _eval_mode([model]), torch.no_grad():
+        with warnings.catch_warnings(), _eval_mode([model]), torch.no_grad(), mha_fastpath_off():
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 model, (example,), buf, dynamo=False, input_names=["input"], output_names=["output"],

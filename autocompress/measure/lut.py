@@ -142,6 +142,15 @@ def _block_flags(specs: Sequence[Any], i: int, functional_acts: bool) -> tuple[b
     return bn, act or (bn and functional_acts)
 
 
+def _untimed(s: Any) -> str | None:
+    """What a layer is when the table cannot time it (recurrent, attention, a Linear at every token), else None."""
+    if s.kind in ("recurrent", "attention"):
+        return s.kind
+    if s.kind == "linear" and s.output_hw[0] * s.output_hw[1] > 1:
+        return "a Linear applied at every token or pixel"
+    return None
+
+
 def _round_to_groups(choices: Iterable[int], g: int, full: int) -> list[int]:
     return sorted({min(full, max(g, round(c / g) * g)) for c in choices} | {full})
 
@@ -255,10 +264,10 @@ class LatencyLUT:
                 "runtime 'compile' recompiles for every grid point (seconds each); build the table with "
                 "'torch' or 'onnxruntime'."
             )
-        recurrent = [s.name for s in layer_specs if s.kind == "recurrent"]
-        if recurrent:  # the table times conv / linear layers only: it would leave out most of the cost
-            raise LUTError(f"layer {recurrent[0]!r} is recurrent and the latency table cannot time it yet; use "
-                           "latency_mode flops or measured.")
+        untimed = [(s.name, why) for s in layer_specs if (why := _untimed(s))]
+        if untimed:  # the table times conv / linear layers only: it would leave out most of the cost
+            raise LUTError(f"layer {untimed[0][0]!r} is {untimed[0][1]} and the latency table cannot time it yet; "
+                           "use latency_mode flops or measured.")
         input_shape = check_input_shape(input_shape)
         sizes = group_sizes(layer_specs)
         grids = cls._grids(sizes, channel_choices, n_choices, round_to)

@@ -51,6 +51,20 @@ def group_scores(name: str, group: tp.Group) -> torch.Tensor:
     return scores.detach().float().cpu()
 
 
+def unit_scores(name: str, weights: torch.Tensor) -> torch.Tensor:
+    """One score per row of `weights`: a unit Torch-Pruning does not score, kept or removed whole (an attention
+    head: its q/k/v rows and output columns). bn_scale finds no BatchNorm there and falls back to L1."""
+    get_importance(name)  # an unknown name fails here as everywhere
+    w = weights.detach().float().cpu()
+    if name == "random":
+        return torch.rand(len(w))
+    if name == "l2":
+        return w.pow(2).sum(dim=1)
+    if name == "fpgm":  # far from the geometric median = least redundant
+        return torch.cdist(w, w).sum(dim=1)
+    return w.abs().sum(dim=1)
+
+
 def _with_recurrent(scores: torch.Tensor | None, own: torch.Tensor | None) -> torch.Tensor | None:
     """Torch-Pruning's score plus the recurrent layers' unit norms, each over its mean so neither dominates."""
     if own is None:

@@ -17,7 +17,8 @@ from torch import nn
 
 from autocompress.config import PruneConfig
 from autocompress.measure.flops import CostModel, LayerSpec
-from autocompress.pruning.criteria import get_importance, group_scores
+from autocompress.pruning.attention import head_weights
+from autocompress.pruning.criteria import get_importance, group_scores, unit_scores
 from autocompress.pruning.errors import PruneError
 from autocompress.pruning.fingerprint import structure_hash
 from autocompress.pruning.groups import PlanItem, PruneGroup, analyze_model
@@ -60,11 +61,17 @@ class Pruner:
         self._order: dict[str, np.ndarray] = {}
         self._scores: dict[str, np.ndarray] = {}
         if self.cfg.criterion != "random":
-            for name, g in self._analysis.tp_groups.items():
-                scores = group_scores(self.cfg.criterion, g)
+            for name in self._analysis.plans:
+                scores = self._group_scores(name, self.cfg.criterion)
                 self._scores[name] = scores.numpy()
                 self._order[name] = self._ascending(scores)
         self._reconstructor = None
+
+    def _group_scores(self, name: str, criterion: str) -> torch.Tensor:
+        """Per root channel of a group: Torch-Pruning's group importance; per head for attention heads."""
+        if self._by_name[name].kind == "heads":
+            return unit_scores(criterion, head_weights(self._snapshot.get_submodule(name)))
+        return group_scores(criterion, self._analysis.tp_groups[name])
 
     @staticmethod
     def _ascending(scores: torch.Tensor) -> np.ndarray:
@@ -134,7 +141,7 @@ class Pruner:
                 continue
             order = self._order.get(name)
             if order is None:  # random criterion: fresh scores from torch's global RNG each call
-                order = self._ascending(group_scores("random", self._analysis.tp_groups[name]))
+                order = self._ascending(self._group_scores(name, "random"))
             out[name] = np.sort(order[:n_remove])
         return out
 
@@ -197,8 +204,8 @@ def _nothing_to_prune(model: nn.Module, only_outside_scope: bool) -> str:
     if only_outside_scope:
         return (f"{type(model).__name__} has no internal channel group (every group feeds the output); "
                 "use prune scope 'all' (env.prune.scope: all, --scope all).")
-    why = ("no Conv, Linear, LSTM, GRU or RNN layer whose output channels can be removed; the layer that makes "
-           "the network's output keeps its channels")
+    why = ("no Conv, Linear, LSTM, GRU or RNN layer whose output channels can be removed and no attention layer "
+           "with heads to remove; the layer that makes the network's output keeps its channels")
     return f"{type(model).__name__} has no prunable channel groups ({why}); nothing would be compressed."
 
 

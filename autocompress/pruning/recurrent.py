@@ -27,6 +27,7 @@ from torch_pruning.pruner import function as tpf
 
 from autocompress.measure.flops import RECURRENT_CELLS
 from autocompress.pruning.errors import PruneError
+from autocompress.pruning.tracing import OneNode
 
 RECURRENT_TYPES = tuple(RECURRENT_CELLS)
 """Layer types whose hidden units can be pruned (exact types: a subclass may change the cell)."""
@@ -109,18 +110,6 @@ prune_recurrent_out = RECURRENT_PRUNER.prune_out_channels
 prune_recurrent_in = RECURRENT_PRUNER.prune_in_channels
 
 
-class _OneNode(torch.autograd.Function):
-    """Identity on a recurrent layer's outputs, linked in autograd to its input only (tracing aid)."""
-
-    @staticmethod
-    def forward(ctx: object, x: torch.Tensor, anchor: torch.Tensor, *outputs: torch.Tensor) -> tuple:
-        return tuple(o.clone() for o in outputs)
-
-    @staticmethod
-    def backward(ctx: object, *grads: torch.Tensor) -> tuple:
-        return (None, None, *(None for _ in grads))
-
-
 def _opaque_forward(name: str, module: nn.Module) -> Callable:
     original = module.forward
     kind = type(module).__name__
@@ -136,7 +125,7 @@ def _opaque_forward(name: str, module: nn.Module) -> Callable:
             out, state = original(input)
         states = state if isinstance(state, tuple) else (state,)
         anchor = torch.zeros((), requires_grad=True)  # gives the node a grad_fn when the input has none
-        out, *new = _OneNode.apply(input, anchor, out, *states)
+        out, *new = OneNode.apply(input, anchor, out, *states)
         return out, (tuple(new) if isinstance(state, tuple) else new[0])
 
     return forward
