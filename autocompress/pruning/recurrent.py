@@ -18,7 +18,7 @@ one autograd node while a graph is traced, whose outputs (sequence, h_n, c_n) al
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch_pruning as tp
@@ -27,7 +27,7 @@ from torch_pruning.pruner import function as tpf
 
 from autocompress.measure.flops import RECURRENT_CELLS
 from autocompress.pruning.errors import PruneError
-from autocompress.pruning.tracing import OneNode
+from autocompress.pruning.tracing import OneNode, forwards_replaced
 
 RECURRENT_TYPES = tuple(RECURRENT_CELLS)
 """Layer types whose hidden units can be pruned (exact types: a subclass may change the cell)."""
@@ -131,19 +131,10 @@ def _opaque_forward(name: str, module: nn.Module) -> Callable:
     return forward
 
 
-@contextlib.contextmanager
-def opaque_recurrent(model: nn.Module) -> Iterator[None]:
+def opaque_recurrent(model: nn.Module) -> contextlib.AbstractContextManager[None]:
     """While active, each recurrent layer of `model` is one autograd node (same values, no gradients)."""
-    patched = []
-    for name, m in model.named_modules():
-        if type(m) in RECURRENT_CELLS:
-            m.forward = _opaque_forward(name, m)
-            patched.append(m)
-    try:
-        yield
-    finally:
-        for m in patched:
-            del m.forward
+    return forwards_replaced((m, _opaque_forward(name, m)) for name, m in model.named_modules()
+                             if type(m) in RECURRENT_CELLS)
 
 
 def _unit_magnitude(layer: nn.Module, p: int) -> torch.Tensor:

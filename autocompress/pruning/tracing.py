@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -51,19 +51,24 @@ def _opaque_forward(module: nn.Module) -> Callable:
 
 
 @contextlib.contextmanager
-def opaque_modules(model: nn.Module, types: tuple[type, ...]) -> Iterator[None]:
-    """While active, each module of `types` (one tensor in, one out) is one autograd node (same values)."""
+def forwards_replaced(replacements: Iterable[tuple[nn.Module, Callable]]) -> Iterator[None]:
+    """While active, each module runs the given forward (an instance attribute, removed afterwards, even on
+    error, so the class's forward is back)."""
     patched = []
-    if types:
-        for m in model.modules():
-            if isinstance(m, types):
-                m.forward = _opaque_forward(m)
-                patched.append(m)
+    for m, forward in replacements:
+        m.forward = forward
+        patched.append(m)
     try:
         yield
     finally:
         for m in patched:
             del m.forward
+
+
+def opaque_modules(model: nn.Module, types: tuple[type, ...]) -> contextlib.AbstractContextManager[None]:
+    """While active, each module of `types` (one tensor in, one out) is one autograd node (same values)."""
+    chosen = [m for m in model.modules() if isinstance(m, types)] if types else []
+    return forwards_replaced((m, _opaque_forward(m)) for m in chosen)
 
 
 class ShuffleCut:
