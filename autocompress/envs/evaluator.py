@@ -114,7 +114,7 @@ class Evaluator:
 
     def score(self, model: nn.Module, stop: Stop | None = None) -> Score:
         """`model`'s score with the configured scorer: percent (higher is better) and the raw figures."""
-        return self.scorer.score(model, stop) if stop is not None else self.scorer.score(model)
+        return self.scorer.score(model, stop)
 
     def accuracy(self, model: nn.Module) -> float:
         """The score in percent: top-1 on the held-out images, or the policy's normalised return."""
