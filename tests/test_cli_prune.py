@@ -78,17 +78,20 @@ def test_apply_rejects_a_schedule_for_another_model(capsys, tmp_path):
 
 
 def test_uniform_speedup_target_is_bisected_on_measured_latency(capsys, tmp_path):
-    """Real timing of pruned ResNet-20 copies: the chosen ratio is one whose measured speedup met the target."""
+    """Real timing of pruned ResNet-20 copies: the chosen ratio is one whose measured speedup met the target.
+
+    The target is modest (a quiet core reaches ~3x at ratio 0.95) and each candidate gets 9 timing pairs, so a
+    busy CI machine still orders the candidates; under a load of 6 a 1.3x target with 5 pairs once timed 0.55x."""
     out = tmp_path / "s.json"
-    code = main(["schedule", "uniform", "--model", "cifar10_resnet20", "--speedup", "1.3", "--scope", "all",
-                 "--rounds", "5", "--out", str(out), "--json"])
+    code = main(["schedule", "uniform", "--model", "cifar10_resnet20", "--speedup", "1.15", "--scope", "all",
+                 "--rounds", "9", "--out", str(out), "--json"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     res = json.loads(captured.out)
-    assert res["speedup"] >= 1.3 and res["runtime"] == "torch" and 0 < res["prune_ratio"] < 1
+    assert res["speedup"] >= 1.15 and res["runtime"] == "torch" and 0 < res["prune_ratio"] < 1
     assert "prune ratio" in captured.err  # every timed candidate is reported
     schedule = Schedule.load(out)
-    assert schedule.budget == {"kind": "latency", "fraction": pytest.approx(1 / 1.3)}
+    assert schedule.budget == {"kind": "latency", "fraction": pytest.approx(1 / 1.15)}
     assert schedule.metrics["speedup"] == res["speedup"]
     assert main(["schedule", "uniform", "--model", "tiny_cnn", "--speedup", "0.5", "--out", str(tmp_path / "x.json")]) == 2
     assert "--speedup 0.5 must be >= 1" in capsys.readouterr().err

@@ -136,6 +136,16 @@ def test_cost_model_equals_an_independent_count(cls, kw):
         assert ours == _hand_count(pruned, steps=T) == count_macs_params(pruned, X[:1]), ratio
 
 
+@pytest.mark.parametrize("cls, kw", [(nn.LSTM, {"num_layers": 2}), (nn.GRU, {"stacked": True})])
+def test_matmul_macs_equal_pytorchs_flop_counter(cls, kw):
+    from autocompress.measure.flops import flop_counter_macs
+
+    pruner = Pruner(_net(cls, **kw), X[:1])
+    kept = pruner.kept_channels({g.name: 0.5 for g in pruner.groups})
+    assert pruner.cost_model.matmul_macs(kept) == flop_counter_macs(pruner.prune_kept(kept), X[:1])
+    assert torch.backends.mkldnn.enabled  # the counter turns oneDNN's fused kernel off only while it counts
+
+
 class _ConvGRU(nn.Module):
     """A Conv1d front end over the rows feeds a GRU (its input columns follow the conv's channels), then a
     ReLU on the sequence (channels last) and the head."""

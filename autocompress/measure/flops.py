@@ -343,16 +343,19 @@ def count_macs_params(model: nn.Module, example_inputs: torch.Tensor) -> tuple[i
 def flop_counter_macs(model: nn.Module, example_inputs: torch.Tensor) -> int:
     """Matmul MACs of one image by PyTorch's operator-level counter (torch.utils.flop_counter.FlopCounterMode,
     FLOPs / 2): an independent check of `CostModel.matmul_macs`, sharing no code with it. It runs with autograd
-    on and SDPA's math kernel, so that nn.MultiheadAttention's fused fast path and the fused CPU attention
-    kernel, which the counter does not know, decompose into the matmuls it counts."""
+    on, SDPA's math kernel and oneDNN off, so that nn.MultiheadAttention's fused fast path, the fused CPU
+    attention kernel and oneDNN's fused LSTM/GRU kernel, which the counter does not know (it saw only an LSTM
+    network's head), decompose into the matmuls it counts."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
-    was_training = model.training
+    was_training, mkldnn = model.training, torch.backends.mkldnn.enabled
     model.eval()
+    torch.backends.mkldnn.enabled = False
     try:
         with sdpa_kernel(SDPBackend.MATH), torch.enable_grad(), FlopCounterMode(display=False) as counter:
             model(example_inputs[:1])
     finally:
+        torch.backends.mkldnn.enabled = mkldnn
         model.train(was_training)
     return int(counter.get_total_flops()) // 2
