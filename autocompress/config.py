@@ -182,12 +182,19 @@ class RLTaskConfig:
 class EnvConfig:
     """The compression environment: budget, action range, reward, evaluation."""
 
-    budget_kind: Literal["macs", "params", "latency"] = "macs"
-    """Which resource the budget limits."""
+    budget_kind: Literal["macs", "params", "latency", "size"] = "macs"
+    """Which resource the budget limits. size: bytes of the compressed export (the state dict with every archive
+    entry deflated, `autocompress.measure.size`; sparsity unstructured only); params with sparsity unstructured:
+    the nonzero parameters."""
     budget: float = 0.5
     """Fraction of the unpruned resource allowed, in (0, 1]; for latency 0.5 means a 2x speedup."""
+    sparsity: Literal["structured", "unstructured"] = "structured"
+    """structured: remove whole channels (smaller and faster). unstructured: zero each group's smallest-magnitude
+    conv / linear weights (torch.nn.utils.prune l1_unstructured) for a smaller compressed export; no speed claim
+    (dense kernels multiply the zeros). Needs budget_kind size or params."""
     min_ratio: float = 0.0
-    """Smallest prune ratio (share of a group's channels removed) an action maps to."""
+    """Smallest prune ratio (share of a group's channels removed; with sparsity unstructured, of its weights
+    zeroed) an action maps to."""
     max_ratio: float = 0.8
     """Largest prune ratio an action maps to; must be < 1."""
     reward: str = "acc"
@@ -591,6 +598,29 @@ def _validate_env(obj: EnvConfig, where: str) -> None:
             f"{where}.precisions: {obj.precisions!r} needs latency_mode: measured and latency.runtime: onnxruntime "
             "(INT8 speed is only known by timing the quantized model where it runs)."
         )
+    _check(obj.budget_kind != "size" or obj.sparsity == "unstructured", f"{where}.budget_kind",
+           "size budgets zeroed weights (env.sparsity: unstructured); channel pruning budgets macs, params or latency.")
+    if obj.sparsity == "unstructured":
+        _validate_unstructured(obj, where)
+
+
+def _validate_unstructured(obj: EnvConfig, where: str) -> None:
+    """What zeroing single weights cannot be combined with: it buys size, not speed, and has no channels."""
+    _check(obj.budget_kind in ("size", "params"), f"{where}.budget_kind",
+           f"{obj.budget_kind!r} with sparsity unstructured: zeroed weights make a network smaller, not faster "
+           "(dense kernels multiply the zeros); use budget_kind size (compressed bytes) or params (nonzero).")
+    _check(obj.precisions == "fp32", f"{where}.precisions",
+           "sparsity unstructured searches FP32 weights only; use precisions: fp32 (or sparsity: structured).")
+    _check(obj.latency_mode != "lut", f"{where}.latency_mode",
+           "a latency look-up table prices channel counts, not zeroed weights; use flops (no timing) or measured.")
+    _check(obj.scorer == "top1", f"{where}.scorer",
+           "sparsity unstructured is scored on images; use scorer: top1 (or sparsity: structured for a policy).")
+    _check(obj.prune.criterion == "l1", f"{where}.prune.criterion",
+           f"{obj.prune.criterion!r} ranks channels; sparsity unstructured zeroes the smallest |w| (criterion: l1).")
+    _check(not obj.prune.reconstruct, f"{where}.prune.reconstruct",
+           "least-squares reconstruction refits layers after channel removal; set it false with sparsity unstructured.")
+    _check(obj.prune.round_to == 1, f"{where}.prune.round_to",
+           "rounds kept channel counts, and sparsity unstructured keeps every channel; remove it (or set 1).")
 
 
 def _validate_task(obj: RLTaskConfig, where: str) -> None:

@@ -23,6 +23,7 @@ from torch import nn
 from autocompress.atomic import atomic_torch_save, atomic_write
 from autocompress.config import AutocompressError, PruneConfig, QuantConfig
 from autocompress.measure.latency import mha_fastpath_off
+from autocompress.measure.size import save_deflated
 from autocompress.pruning import Schedule, apply_schedule
 
 FORMAT = "autocompress.pruned_model"
@@ -46,8 +47,11 @@ def save_pruned(
     num_classes: int,
     in_channels: int,
     input_shape: Sequence[int],
+    deflate: bool = False,
 ) -> Path:
-    """One atomic torch.save of {format, version, schedule JSON, state_dict, model spec}."""
+    """One atomic torch.save of {format, version, schedule JSON, state_dict, model spec}. `deflate` compresses
+    every archive entry (`autocompress.measure.size.save_deflated`: the zeros of a sparse network shrink to
+    almost nothing); `load_pruned` and `torch.load` read either file."""
     payload = {
         "format": FORMAT,
         "version": VERSION,
@@ -60,6 +64,8 @@ def save_pruned(
             "input_shape": [int(s) for s in input_shape],
         },
     }
+    if deflate:
+        return save_deflated(payload, path)
     return atomic_torch_save(path, payload)
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from autocompress.config import AutocompressError, SearchConfig
-from autocompress.envs.evaluator import Evaluator, cache_key, check_inputs
+from autocompress.envs.evaluator import Evaluator, check_inputs
 from autocompress.envs.rewards import Outcome
 
 Result = tuple[Outcome, dict[str, Any]]
@@ -83,7 +83,7 @@ class RayBackend:
         ev = self.evaluator
         steps = list(steps_s) or [0.0] * len(schedules)
         precs = list(precisions) or [None] * len(schedules)
-        keys = [cache_key(ev.pruner.kept_channels(s), p) for s, p in zip(schedules, precs, strict=True)]
+        keys = [ev.network_key(s, p) for s, p in zip(schedules, precs, strict=True)]
         todo: dict[tuple[int, ...], int] = {}
         for i, key in enumerate(keys):
             if key not in ev.cache and key not in todo:

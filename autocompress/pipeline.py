@@ -28,7 +28,9 @@ from autocompress.measure.flops import count_macs_params
 from autocompress.measure.latency import LatencyMeter
 from autocompress.measure.rollouts import PolicyBundle
 from autocompress.measure.scorers import EpisodicReturnScorer, mean_std
+from autocompress.measure.size import compressed_bytes
 from autocompress.pruning import Schedule
+from autocompress.pruning.sparsity import nonzero_params, remove_masks
 from autocompress.rl_finetune import PolicyJudge, behaviour_clone
 from autocompress.search import (
     BEST_SCHEDULE,
@@ -44,6 +46,8 @@ from autocompress.train import train
 
 INT8_RECIPE = "fp32 fine-tune, then post-training static INT8 calibration"
 """How a quantized schedule is deployed (quantization-aware fine-tuning is not done)."""
+SIZE_EXPORT = "state dict, torch.save archive with every entry deflated (zlib level 9)"
+"""What the compressed bytes of zeroed-weight schedules measure (`autocompress.measure.size`)."""
 
 
 def with_overrides(cfg: ExperimentConfig, out_dir: str | None, episodes: int | None, seed: int | None) -> ExperimentConfig:
@@ -118,7 +122,9 @@ def baseline_line(env: NetCompressEnv) -> str:
     if isinstance(scorer, EpisodicReturnScorer):
         return (f"unpruned return {scorer.reference_return:.2f} (random actions {scorer.random_return:.2f}) over "
                 f"{scorer.task.episodes} {scorer.task.env_id} episodes")
-    return f"baseline val top-1 {env.baseline_top1:.2f}%"
+    line = f"baseline val top-1 {env.baseline_top1:.2f}%"
+    sparse = env.evaluator.sparse
+    return line + (f", compressed export {sparse.base_bytes / 1e3:.1f} kB" if sparse is not None else "")
 
 
 def choose_by_tournament(cfg: ExperimentConfig, env: NetCompressEnv, bundle: DataBundle | PolicyBundle,
@@ -147,7 +153,8 @@ def finalize(cfg: ExperimentConfig, env: NetCompressEnv, bundle: DataBundle | Po
         return finalize_policy(cfg, env, bundle, result, progress)
     run_dir = result.run_dir
     schedule = Schedule.load(run_dir / BEST_SCHEDULE)
-    pruned = env.evaluator.compress(schedule.prune_ratios())
+    ratios = schedule.group_sparsity() if env.evaluator.sparse is not None else schedule.prune_ratios()
+    pruned = env.evaluator.compress(ratios, keep_masks=True)  # zeroed weights stay zero through the fine-tune
     test_loader = make_loader(bundle.test, batch_size=cfg.data.batch_size)
     before_ft = evaluate(pruned, test_loader).top1
     if cfg.finetune is not None and cfg.finetune.epochs > 0:
@@ -155,7 +162,7 @@ def finalize(cfg: ExperimentConfig, env: NetCompressEnv, bundle: DataBundle | Po
                        f"({'distilled from the unpruned network' if cfg.finetune.distill else 'labels only'})")
         teacher = env.model if cfg.finetune.distill else None
         train(pruned, bundle, cfg.finetune, teacher=teacher, out_dir=run_dir / "finetune", progress=progress)
-    pruned.eval()
+    remove_masks(pruned).eval()
     base_eval = evaluate(env.model, test_loader)
     pruned_eval = evaluate(pruned, test_loader)
     example = env.data.val_images[:1]
@@ -184,9 +191,24 @@ def finalize(cfg: ExperimentConfig, env: NetCompressEnv, bundle: DataBundle | Po
     if int8 is not None:
         summary["int8"] = int8
         artefacts["int8_onnx"] = int8["onnx"]
+    if env.evaluator.sparse is not None:
+        summary["size"] = size_summary(env, pruned, Path(artefacts["pruned_model"]))
     if progress:
         print(summary_table(summary), file=sys.stderr)
     return summary
+
+
+def size_summary(env: NetCompressEnv, pruned: nn.Module, saved: Path) -> dict[str, Any]:
+    """Zeroed weights (env.sparsity unstructured): the fine-tuned network's compressed export against the
+    unpruned one's, measured by writing and deflating both (`autocompress.measure.size`), and the saved file."""
+    sparse = env.evaluator.sparse
+    assert sparse is not None
+    size = compressed_bytes(pruned)
+    nonzero, base_nonzero = nonzero_params(pruned), sparse.weights.base_nonzero
+    return {"compressed_bytes": size, "baseline_compressed_bytes": sparse.base_bytes,
+            "size_ratio": size / sparse.base_bytes, "nonzero_params": nonzero,
+            "baseline_nonzero_params": base_nonzero, "nonzero_ratio": nonzero / base_nonzero,
+            "file_bytes": saved.stat().st_size, "export": SIZE_EXPORT}
 
 
 def finalize_policy(cfg: ExperimentConfig, env: NetCompressEnv, bundle: PolicyBundle, result: SearchResult,
@@ -249,7 +271,8 @@ def _save_artefacts(cfg: ExperimentConfig, run_dir: Path, pruned: nn.Module, sch
                     bundle: DataBundle | PolicyBundle, example: torch.Tensor) -> dict[str, str]:
     out = {"schedule": str(run_dir / BEST_SCHEDULE)}
     path = run_dir / "pruned_model.pt"
-    save_pruned(path, pruned, schedule, cfg.model.name, bundle.num_classes, bundle.input_shape[0], bundle.input_shape)
+    save_pruned(path, pruned, schedule, cfg.model.name, bundle.num_classes, bundle.input_shape[0], bundle.input_shape,
+                deflate=schedule.sparse)
     out["pruned_model"] = str(path)
     out["torchscript"] = str(export_torchscript(pruned, run_dir / "pruned_model.ts", example))
     try:
@@ -301,6 +324,12 @@ def summary_table(summary: dict[str, Any]) -> str:
         ("latency (ms)", f"{b['latency_ms']:.3f}", f"{p['latency_ms']:.3f}"),
         ("speedup", "1.00x", f"{p['speedup']:.2f}x (spread {p['speedup_spread']:.3f})"),
     ]
+    z = summary.get("size")
+    if z is not None:
+        rows += [("compressed (kB)", f"{z['baseline_compressed_bytes'] / 1e3:.1f}",
+                  f"{z['compressed_bytes'] / 1e3:.1f} ({z['size_ratio']:.3f}x)"),
+                 ("nonzero params (K)", f"{z['baseline_nonzero_params'] / 1e3:.1f}",
+                  f"{z['nonzero_params'] / 1e3:.1f} ({z['nonzero_ratio']:.3f}x)")]
     q = summary.get("int8")
     if q is not None:
         rows += [("INT8 test top-1 (%)", "", f"{q['top1']:.2f} (FP32 {q['fp32_top1']:.2f})"),
@@ -317,7 +346,8 @@ def summary_table(summary: dict[str, Any]) -> str:
 
 def _plain_best(result: SearchResult) -> dict[str, Any]:
     keep = ("episode", "reward", "top1", "latency_ms", "speedup", "macs_ratio", "params_ratio", "schedule")
-    return {k: result.best.get(k) for k in keep}
+    sized = ("compressed_bytes", "size_ratio", "nonzero_ratio")  # zeroed weights only
+    return {**{k: result.best.get(k) for k in keep}, **{k: result.best[k] for k in sized if k in result.best}}
 
 
 def _say(progress: bool, msg: str) -> None:

@@ -33,11 +33,13 @@ EPISODE_KEYS = {
     "params_ratio": "episode/params_ratio",
     "lut_correction": "episode/lut_correction",
     "return_mean": "episode/return_mean",
+    "size_ratio": "episode/size_ratio",
+    "nonzero_ratio": "episode/nonzero_ratio",
 }
 
 
 BEST_KEYS = {"reward": "reward", "top1": "accuracy", "macs_ratio": "macs_ratio", "speedup": "speedup",
-             "latency_ms": "latency_ms"}
+             "latency_ms": "latency_ms", "size_ratio": "size_ratio"}
 """Fields of the best policy so far, logged as best/<name> at every episode."""
 
 STEP_NOTE = (

@@ -37,6 +37,7 @@ from autocompress.parallel import make_backend
 from autocompress.paths import ensure_writable
 from autocompress.progress import progress as progress_bar
 from autocompress.pruning import Schedule
+from autocompress.pruning.sparsity import METHOD
 from autocompress.pruning.uniform import bisect_uniform_ratio_on_speedup
 from autocompress.runlock import LOCK_NAME, RunFolderBusy, RunFolderLock
 from autocompress.runlog import RunLogger
@@ -150,6 +151,9 @@ AGENTS: dict[str, AgentBuilder] = {
 ONE_EPISODE = frozenset({"uniform", "global", "sensitivity"})
 """Methods whose policy is fixed before the first episode: one evaluated episode is their whole search."""
 
+CHANNEL_ONLY = frozenset({"global"})
+"""Methods that allocate by ranking channels, which env.sparsity unstructured does not remove."""
+
 
 def make_agent(cfg: ExperimentConfig, env: NetCompressEnv) -> tuple[Any, gym.Env]:
     """The configured agent and the env it acts on (DQN gets the discrete-action wrapper)."""
@@ -161,6 +165,10 @@ def make_agent(cfg: ExperimentConfig, env: NetCompressEnv) -> tuple[Any, gym.Env
         joint = sorted(set(AGENTS) - ONE_EPISODE)
         raise SearchError(f"search.agent {cfg.search.agent!r} allocates prune ratios only; with env.precisions "
                           f"{cfg.env.precisions!r} use one of {', '.join(joint)} (or precisions: fp32).")
+    if cfg.search.agent in CHANNEL_ONLY and cfg.env.sparsity != "structured":
+        usable = sorted(set(AGENTS) - CHANNEL_ONLY)
+        raise SearchError(f"search.agent {cfg.search.agent!r} ranks channels, and env.sparsity "
+                          f"{cfg.env.sparsity!r} zeroes single weights; use one of {', '.join(usable)}.")
     return builder(cfg, env)
 
 
@@ -170,6 +178,11 @@ def _comparable(cfg: ExperimentConfig) -> dict[str, Any]:
     for key in _RESUMABLE_CHANGES:
         data["search"].pop(key, None)
     return data
+
+
+SIZE_METRICS = ("compressed_bytes", "baseline_compressed_bytes", "size_ratio", "predicted_bytes", "nonzero_params",
+                "baseline_nonzero_params", "nonzero_ratio")
+"""What a schedule of zeroed weights records of its evaluation (env.sparsity unstructured)."""
 
 
 def best_schedule(env: NetCompressEnv, cfg: ExperimentConfig, record: dict[str, Any]) -> Schedule:
@@ -196,6 +209,12 @@ def best_schedule(env: NetCompressEnv, cfg: ExperimentConfig, record: dict[str, 
         q = cfg.env.quant
         quant = {"layers": record["layer_precision"], "calib_images": q.calib_images, "per_channel": q.per_channel,
                  "calibration": q.calibration}
+    sparse = env.evaluator.sparse
+    if sparse is not None:  # weights zeroed, channels kept: the per-group choice and the layers it zeroes
+        metrics.update({k: record[k] for k in SIZE_METRICS if k in record})
+        block = {"method": METHOD, "groups": dict(record["schedule"]),
+                 "layers": sparse.weights.layer_sparsity(record["schedule"])}
+        return Schedule.from_pruner(env.pruner, {}, cfg.model.name, budget=budget, metrics=metrics, sparsity=block)
     return Schedule.from_pruner(env.pruner, record["schedule"], cfg.model.name, budget=budget, metrics=metrics,
                                 quantization=quant)
 
@@ -579,8 +598,9 @@ def _loggable(record: dict[str, Any]) -> dict[str, Any]:
     keep = ("reward", "top1", "latency_ms", "speedup", "macs_ratio", "params_ratio", "cached", "timing", "schedule")
     # lut_correction: latency-budget searches with measured latency; precision..bytes: INT8 choices (env.precisions);
     # return_*: policies (env.scorer episodic_return), whose top1 is the normalised return; worker_pid: the Ray
-    # worker that scored the episode
-    optional = ("lut_correction", "precision", "int8_layers", "bytes", "return_mean", "return_std", "worker_pid")
+    # worker that scored the episode; compressed_bytes..nonzero_ratio: zeroed weights (env.sparsity unstructured)
+    optional = ("lut_correction", "precision", "int8_layers", "bytes", "return_mean", "return_std", "worker_pid",
+                "compressed_bytes", "size_ratio", "predicted_bytes", "nonzero_ratio")
     return {**{k: record.get(k) for k in keep}, **{k: record[k] for k in optional if k in record}}
 
 
@@ -588,6 +608,8 @@ def _postfix(best: dict[str, Any] | None) -> dict[str, str]:
     if not best:
         return {}
     out = {"best_reward": f"{best['reward']:.4f}", "top1": f"{best['top1']:.2f}", "macs": f"{best['macs_ratio']:.3f}"}
+    if best.get("size_ratio"):
+        out["size"] = f"{best['size_ratio']:.3f}"
     if best.get("speedup"):
         out["speedup"] = f"{best['speedup']:.2f}x"
     return out

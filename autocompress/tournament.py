@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,7 +24,6 @@ from torch.utils.data import Subset
 from autocompress.atomic import atomic_write_text
 from autocompress.config import TournamentConfig, TrainConfig
 from autocompress.data import DataBundle, take_tensors
-from autocompress.envs.evaluator import cache_key
 from autocompress.measure.accuracy import evaluate_tensors
 from autocompress.train import train
 
@@ -43,12 +42,13 @@ def short_finetune(model: nn.Module, bundle: DataBundle, batches: int, lr: float
     return model.eval()
 
 
-def leaders(records: list[dict[str, Any]], kept_of: Any, count: int) -> list[dict[str, Any]]:
-    """The `count` best-reward records whose networks differ (distinct kept channel counts)."""
-    seen: set[tuple[int, ...]] = set()
+def leaders(records: list[dict[str, Any]], network_key: Callable[..., Hashable], count: int) -> list[dict[str, Any]]:
+    """The `count` best-reward records whose networks differ (`network_key(schedule, precision)`: the
+    evaluator's "same network", e.g. `Evaluator.network_key`)."""
+    seen: set[Hashable] = set()
     out = []
     for rec in sorted(records, key=lambda r: (-r["reward"], r["episode"])):
-        key = cache_key(kept_of(rec["schedule"]), rec.get("precision"))  # the evaluator's "same network"
+        key = network_key(rec["schedule"], rec.get("precision"))
         if key not in seen:
             seen.add(key)
             out.append(rec)
@@ -70,7 +70,7 @@ class Judge(Protocol):
 
 class ClassificationJudge:
     """Val top-1 after a short fine-tune, of the network as it would be deployed (INT8 layers quantized
-    after the FP32 fine-tune, as the final pipeline does)."""
+    after the FP32 fine-tune, as the final pipeline does; zeroed weights held at zero through it)."""
 
     def __init__(self, cfg: TournamentConfig, env: Any, bundle: DataBundle) -> None:
         self.cfg, self.env, self.bundle = cfg, env, bundle
@@ -80,7 +80,7 @@ class ClassificationJudge:
 
     def __call__(self, schedule: Mapping[str, float], batches: int,
                  precision: Mapping[str, str] | None = None) -> float:
-        model = self.env.evaluator.compress(schedule)
+        model = self.env.evaluator.compress(schedule, keep_masks=True)
         teacher = self.env.model if self.cfg.distill else None
         short_finetune(model, self.bundle, batches, self.cfg.lr, teacher, self.cfg.seed)
         model = self.env.evaluator.deployable(model, precision)
@@ -95,7 +95,7 @@ def run_tournament(cfg: TournamentConfig, env: Any, bundle: Any, run_dir: Path, 
     if path.is_file():
         return json.loads(path.read_text())
     lines = (Path(run_dir) / "history.jsonl").read_text().splitlines()
-    alive = leaders([json.loads(line) for line in lines], env.pruner.kept_channels, cfg.finalists)
+    alive = leaders([json.loads(line) for line in lines], env.evaluator.network_key, cfg.finalists)
     judge = ClassificationJudge(cfg, env, bundle) if judge is None else judge
     rounds, batches, scores = [], cfg.ft_batches, [float("nan")]
     while len(alive) > 1:

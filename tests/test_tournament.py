@@ -18,7 +18,7 @@ from autocompress.search import BEST_SCHEDULE
 def test_leaders_are_distinct_networks_by_reward() -> None:
     records = [{"episode": i, "reward": r, "schedule": {"g": s}}
                for i, (r, s) in enumerate([(0.5, 0.1), (0.9, 0.2), (0.9, 0.2), (0.7, 0.3), (0.1, 0.4)])]
-    top = tournament.leaders(records, lambda sched: {"g": round(10 * (1 - sched["g"]))}, 3)
+    top = tournament.leaders(records, lambda sched, precision: (round(10 * (1 - sched["g"])), precision), 3)
     assert [r["episode"] for r in top] == [1, 3, 0]
 
 

@@ -1,5 +1,6 @@
 """CLI: `schedule uniform` (a uniform-ratio schedule meeting a budget) and `apply` (prune + save; and, for a
-schedule that puts layers in INT8, the INT8 ONNX Runtime model beside the pruned file)."""
+schedule that puts layers in INT8, the INT8 ONNX Runtime model beside the pruned file; for one that zeroes
+weights, a deflated file and its compressed bytes)."""
 
 from __future__ import annotations
 
@@ -58,7 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Validate the schedule against the model, prune it physically and save a file that "
         "`load_pruned` / `autocompress latency --pruned` can rebuild in a fresh process. When the schedule puts "
         "layers in INT8, the INT8 ONNX Runtime model is written beside it (<out stem>.int8.onnx), calibrated "
-        "on --data's training images.",
+        "on --data's training images. When it zeroes weights (a sparsity block), they are zeroed, the file is "
+        "written with every entry deflated, and its compressed bytes are reported against the unpruned model's.",
     )
     _add_model_args(a)
     a.add_argument("--schedule", required=True, help="schedule JSON (from `schedule uniform` or a search)")
@@ -155,17 +157,35 @@ def _apply(args: argparse.Namespace) -> int:
     schedule = Schedule.load(args.schedule)  # validate the file before building anything
     model, example, shape, num_classes, bundle = _build(args)
     pruned = apply_schedule(model, schedule, example, PruneConfig(criterion=args.criterion))
-    path = save_pruned(args.out, pruned, schedule, args.model, num_classes, shape[0], shape)
+    path = save_pruned(args.out, pruned, schedule, args.model, num_classes, shape[0], shape, deflate=schedule.sparse)
     base_macs, base_params = count_macs_params(model, example)
     macs, params = count_macs_params(pruned, example)
     result = {"out": str(path), "macs": macs, "params": params, "macs_ratio": macs / base_macs,
               "params_ratio": params / base_params}
     line = f"pruned {args.model}: {macs / base_macs:.3f} of the MACs, {params / base_params:.3f} of the params -> {path}"
+    if schedule.sparse:
+        result.update(_size_report(model, pruned, path))
+        line = (f"sparse {args.model}: {result['nonzero_ratio']:.3f} of the parameters nonzero, compressed export "
+                f"{result['compressed_bytes']:,} bytes ({result['size_ratio']:.3f} of the unpruned "
+                f"{result['baseline_compressed_bytes']:,}) -> {path} ({result['file_bytes']:,} bytes, deflated)")
     if schedule.quantized:
         result["int8_onnx"] = _int8_export(args, pruned, schedule, bundle, path)
         line += f"; INT8 -> {result['int8_onnx']}" if result["int8_onnx"] else ""
     _emit(args, result, line)
     return 0
+
+
+def _size_report(model: Any, pruned: Any, path: Any) -> dict[str, Any]:
+    """Compressed export bytes (state dict, every archive entry deflated) of the unpruned and the sparse network,
+    measured by writing and deflating both, their nonzero parameters, and the written file's size."""
+    from autocompress.measure.size import compressed_bytes
+    from autocompress.pruning.sparsity import nonzero_params
+
+    size, base = compressed_bytes(pruned), compressed_bytes(model)
+    nonzero, base_nonzero = nonzero_params(pruned), nonzero_params(model)
+    return {"compressed_bytes": size, "baseline_compressed_bytes": base, "size_ratio": size / base,
+            "nonzero_params": nonzero, "baseline_nonzero_params": base_nonzero,
+            "nonzero_ratio": nonzero / base_nonzero, "file_bytes": path.stat().st_size}
 
 
 def _int8_export(args: argparse.Namespace, pruned: Any, schedule: Any, bundle: Any, path: Any) -> str | None:

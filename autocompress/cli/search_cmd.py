@@ -106,6 +106,7 @@ def _finetune(args: argparse.Namespace) -> int:
     from autocompress.measure.accuracy import evaluate
     from autocompress.models import get_model
     from autocompress.pruning import Schedule, apply_schedule, recalibrate_bn
+    from autocompress.pruning.sparsity import freeze_zeros, remove_masks
     from autocompress.train import train
 
     data_cfg = DataConfig(name=args.data, batch_size=args.batch_size, val_size=0)  # fine-tune on all training images
@@ -122,15 +123,17 @@ def _finetune(args: argparse.Namespace) -> int:
     schedule = Schedule.load(args.schedule)
     example, _ = take_tensors(bundle.test, 1)
     pruned = apply_schedule(model, schedule, example, PruneConfig(criterion=args.criterion))
+    freeze_zeros(pruned, schedule.layer_sparsity())  # a sparse schedule's zeros stay zero through the fine-tune
     if args.recalib_batches > 0:
         calib, _ = take_tensors(bundle.train, args.recalib_batches * args.batch_size, seed=1)
         recalibrate_bn(pruned, calib, args.batch_size)
     loader = make_loader(bundle.test, batch_size=args.batch_size)
     before = evaluate(pruned, loader).top1
     train(pruned, bundle, cfg, teacher=model if args.distill else None, out_dir=Path(args.out) / "checkpoints")
-    after = evaluate(pruned, loader)
+    after = evaluate(remove_masks(pruned), loader)
     path = Path(args.out) / "pruned_model.pt"
-    save_pruned(path, pruned, schedule, args.model, bundle.num_classes, bundle.input_shape[0], bundle.input_shape)
+    save_pruned(path, pruned, schedule, args.model, bundle.num_classes, bundle.input_shape[0], bundle.input_shape,
+                deflate=schedule.sparse)
     result = {"top1_before": before, "top1": after.top1, "top5": after.top5, "pruned_model": str(path)}
     print(json.dumps(result) if args.json else f"test top-1 {before:.2f}% -> {after.top1:.2f}% ; saved {path}")
     return 0

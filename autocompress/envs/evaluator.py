@@ -22,6 +22,7 @@ from torch import nn
 
 from autocompress.config import ConfigError, EnvConfig
 from autocompress.envs.rewards import LATENCY_REWARDS, Outcome, get_reward
+from autocompress.envs.sparse import SparseCompressor
 from autocompress.measure.accuracy import Stop
 from autocompress.measure.latency import LatencyMeter
 from autocompress.measure.scorers import Score, get_scorer
@@ -83,6 +84,8 @@ class Evaluator:
     `lut` a `LatencyLUT` for `latency_mode="lut"` or a latency budget. What "accuracy" means is the scorer's
     (`autocompress.measure.scorers`): top-1 on the held-out images, or a policy's normalised episodic return;
     either way `top1` in info is a percent (higher is better) and `Outcome.top1` that fraction.
+    With `cfg.sparsity` unstructured a schedule's values are sparsities (shares of each group's conv / linear
+    weights zeroed, `sparse`), no channel is removed, and info adds the measured compressed bytes.
     """
 
     def __init__(self, model: nn.Module, data: EnvData, cfg: EnvConfig, *, lut: Any | None = None) -> None:
@@ -96,6 +99,9 @@ class Evaluator:
         self.cost_model = self.pruner.cost_model
         self.meter = LatencyMeter(cfg.latency, self.input_shape) if cfg.latency_mode == "measured" else None
         self.full_kept = self.pruner.kept_channels({})
+        self.sparse = (SparseCompressor(self.model, self.pruner, size_table=cfg.budget_kind == "size")
+                       if cfg.sparsity == "unstructured" else None)
+        """Zeroed weights instead of removed channels (env.sparsity unstructured), else None."""
         self.base_macs = self.cost_model.macs(self.full_kept)
         self.base_params = self.cost_model.params(self.full_kept)
         self.base_lut_ms = lut.predict_ms(self.full_kept) if lut is not None else None
@@ -128,13 +134,33 @@ class Evaluator:
         median = statistics.median(self.lut_feedback[-self.cfg.lut_feedback :])
         return min(max(median, CORRECTION_RANGE[0]), CORRECTION_RANGE[1])
 
-    def compress(self, ratios: Mapping[str, float], timing: dict[str, float] | None = None) -> nn.Module:
+    def kept_channels(self, ratios: Mapping[str, float]) -> dict[str, int]:
+        """Channels each group keeps under `ratios` (all of them when the values are sparsities)."""
+        return dict(self.full_kept) if self.sparse is not None else self.pruner.kept_channels(ratios)
+
+    def network_key(self, ratios: Mapping[str, float], precision: Mapping[str, str] | None = None) -> tuple[Any, ...]:
+        """The evaluation-cache key of the network `ratios` (and `precision`) make: equal networks, equal keys."""
+        if self.sparse is not None:
+            return cache_key(self.full_kept) + (self.sparse.key(ratios),)
+        return cache_key(self.pruner.kept_channels(ratios), precision)
+
+    def _shrink(self, ratios: Mapping[str, float], calib: torch.Tensor | None = None,
+                keep_masks: bool = False) -> nn.Module:
+        """A copy of the network with channels removed, or weights zeroed (env.sparsity unstructured)."""
+        if self.sparse is not None:
+            return self.sparse.apply(self.model, ratios, keep_masks)
+        return self.pruner.prune(dict(ratios), calib)
+
+    def compress(self, ratios: Mapping[str, float], timing: dict[str, float] | None = None,
+                 keep_masks: bool = False) -> nn.Module:
         """The network pruned to `ratios` exactly as episodes see it (reconstruction and BatchNorm
-        recalibration as configured), before any fine-tuning; seconds spent go into `timing`."""
+        recalibration as configured), before any fine-tuning; seconds spent go into `timing`. With
+        `keep_masks` zeroed weights stay zero through a fine-tune (env.sparsity unstructured; see
+        `SparseCompressor.apply`)."""
         timing = {} if timing is None else timing
         t = time.perf_counter()
         calib = self.data.calib_images if self.cfg.prune.reconstruct else None
-        pruned = self.pruner.prune(dict(ratios), calib)
+        pruned = self._shrink(ratios, calib, keep_masks)
         timing["prune_s"] = time.perf_counter() - t
         t = time.perf_counter()
         if self.cfg.bn_recalib_batches > 0:
@@ -183,30 +209,17 @@ class Evaluator:
     def evaluate(self, ratios: Mapping[str, float], steps_s: float = 0.0,
                  precision: Mapping[str, str] | None = None) -> tuple[Outcome, dict[str, Any]]:
         """Outcome and info of the network pruned to `ratios` (any groups, no budget wall) with the groups'
-        layers in `precision` (default all FP32), cached by kept channels and precision. Episodes end here;
+        layers in `precision` (default all FP32), cached by the network they make (`network_key`). Episodes end here;
         baselines that probe single groups (sensitivity analysis) call it directly."""
         ratios = dict(ratios)
-        kept = self.pruner.kept_channels(ratios)
-        key = cache_key(kept, precision)
+        kept = self.kept_channels(ratios)
+        key = self.network_key(ratios, precision)
         if key in self.cache:
             outcome, info = self.cache[key]
             return outcome, {**info, "cached": True, "schedule": ratios}
         timing = {"steps_s": steps_s}
         pruned = self.deployable(self.compress(ratios, timing), precision, timing)
-        t = time.perf_counter()  # latency first: an early-stopped evaluation needs the reward's other parts
-        latency_ms, speedup, baseline_ms = self._latency(pruned, kept)
-        timing["latency_s"] = time.perf_counter() - t
-        correction = self.lut_correction
-        self._record_feedback(kept, speedup)
-        macs, params = self.cost_model.macs(kept), self.cost_model.params(kept)
-        outcome = Outcome(
-            top1=0.0,
-            macs=macs,
-            macs_ratio=macs / self.base_macs,
-            params_ratio=params / self.base_params,
-            latency_ratio=None if speedup is None else 1.0 / speedup,
-            budget=self.cfg.budget,
-        )
+        outcome, costs = self._costs(pruned, ratios, kept, timing)
         t = time.perf_counter()
         stop = self._stopper(outcome)
         score = self.score(pruned, stop)
@@ -220,16 +233,9 @@ class Evaluator:
             "kept_channels": kept,
             "top1": top1,
             "baseline_top1": self.baseline_top1,
-            "latency_ms": latency_ms,
-            "baseline_latency_ms": baseline_ms,
-            "speedup": speedup,
-            "macs": macs,
-            "macs_ratio": outcome.macs_ratio,
-            "params": params,
-            "params_ratio": outcome.params_ratio,
+            **costs,
             "timing": timing,
             "cached": False,
-            **({"lut_correction": correction} if self.feedback_on else {}),
             **(self._precision_info(precision, pruned) if self.cfg.precisions != "fp32" else {}),
             **score.details,
             **({"early_stopped": stopped, "val_images_scored": score.details.get(
@@ -239,6 +245,27 @@ class Evaluator:
             self._best_reward = max(self._best(), self.reward_fn(outcome))
         self.cache[key] = (outcome, info)
         return outcome, info
+
+    def _costs(self, pruned: nn.Module, ratios: Mapping[str, float], kept: Mapping[str, int],
+               timing: dict[str, float]) -> tuple[Outcome, dict[str, Any]]:
+        """The Outcome before scoring (latency first: an early-stopped evaluation needs the reward's other parts)
+        and the cost figures for info: latency, MACs, params and, for zeroed weights, the measured bytes."""
+        t = time.perf_counter()
+        latency_ms, speedup, baseline_ms = self._latency(pruned, kept)
+        timing["latency_s"] = time.perf_counter() - t
+        correction = self.lut_correction
+        self._record_feedback(kept, speedup)
+        size = self.sparse.measure(pruned, ratios) if self.sparse is not None else {}
+        if size:
+            timing["size_s"] = size.pop("size_s")
+        macs, params = self.cost_model.macs(kept), self.cost_model.params(kept)
+        outcome = Outcome(top1=0.0, macs=macs, macs_ratio=macs / self.base_macs, params_ratio=params / self.base_params,
+                          latency_ratio=None if speedup is None else 1.0 / speedup, budget=self.cfg.budget,
+                          size_ratio=size.get("size_ratio"))
+        costs = {"latency_ms": latency_ms, "baseline_latency_ms": baseline_ms, "speedup": speedup, "macs": macs,
+                 "macs_ratio": outcome.macs_ratio, "params": params, "params_ratio": outcome.params_ratio,
+                 **({"lut_correction": correction} if self.feedback_on else {}), **size}
+        return outcome, costs
 
     def _best(self) -> float:
         """Best reward of a fully scored evaluation so far (from the cache after a resume); -inf if none."""
@@ -278,9 +305,9 @@ class Evaluator:
         """An outcome scored elsewhere (a worker that only measured accuracy), timed here against the unpruned
         network, so that timings never overlap each other (INT8 layers are quantized again here: the same
         calibration images give the same model)."""
-        kept = self.pruner.kept_channels(ratios)
+        kept = self.kept_channels(ratios)
         t = time.perf_counter()
-        model = self.deployable(self.pruner.prune(dict(ratios)), precision)
+        model = self.deployable(self._shrink(ratios), precision)
         latency_ms, speedup, baseline_ms = self._latency(model, kept)
         correction = self.lut_correction
         self._record_feedback(kept, speedup)
@@ -315,13 +342,12 @@ class Evaluator:
         """
         if self.meter is None:
             raise ConfigError("remeasure needs env.latency_mode: measured.")
-        kept = self.pruner.kept_channels(ratios)
-        key = cache_key(kept, precision)
+        key = self.network_key(ratios, precision)
         if key not in self.cache:
             raise ValueError("remeasure: this policy was not evaluated (play it as an episode first).")
         outcome, info = self.cache[key]
         calib = self.data.calib_images if self.cfg.prune.reconstruct else None
-        pruned = self.deployable(self.pruner.prune(dict(ratios), calib), precision)
+        pruned = self.deployable(self._shrink(ratios, calib), precision)
         meter = LatencyMeter(dataclasses.replace(self.cfg.latency, rounds=rounds), self.input_shape)
         cmp = meter.compare(self.model, pruned)
         outcome = dataclasses.replace(outcome, latency_ratio=1.0 / cmp.speedup)

@@ -21,6 +21,7 @@ from autocompress.envs import features
 from autocompress.envs.constraints import BudgetWall
 from autocompress.envs.evaluator import EnvData, Evaluator
 from autocompress.envs.rewards import Outcome, get_reward
+from autocompress.envs.sparse import SIZE_MARGIN
 
 
 def _finite_numbers(action: Any, size: int = 1) -> list[float]:
@@ -56,18 +57,24 @@ class NetCompressEnv(gym.Env):
     (a copy; channels really removed), optionally BatchNorm-recalibrated, scored on held-out images
     and, depending on `latency_mode`, timed on the target runtime or priced by a latency look-up table.
 
+    With `sparsity: unstructured` nothing is removed: each group's share of its conv / linear weights with the
+    smallest magnitude is zeroed (`autocompress.pruning.sparsity`), and the budget is the compressed export's
+    bytes (`budget_kind: size`, priced by a size table, measured each episode) or the nonzero parameters.
+
     ## Action Space
-    `Box(0, 1, (1,), float32)`: mapped linearly to a prune ratio (share of channels removed) in
-    `[min_ratio, max_ratio]`, then raised by the budget wall if needed so that the budget can still be
-    met by pruning every later group at `max_ratio`. The applied ratio is in `info["prune_ratio"]`.
+    `Box(0, 1, (1,), float32)`: mapped linearly to a prune ratio (share of channels removed; with sparsity
+    unstructured, share of weights zeroed) in `[min_ratio, max_ratio]`, then raised by the budget wall if needed
+    so that the budget can still be met by pruning every later group at `max_ratio`. The applied ratio is in
+    `info["prune_ratio"]`.
     Finite actions outside [0, 1] are clipped (as AMC's); NaN, +-inf, non-numbers and arrays that do not
     hold exactly one value raise ConfigError.
 
     ## Observation Space
     `Box(0, 1, (15,), float32)`: the current group's features (`features.FEATURE_NAMES`): index, layer
     kind, in/out channels, stride, kernel, MACs share, latency share (look-up table), whether it is
-    internal to a residual block, mean and spread of the channels' L1 norms, then MACs removed so far,
-    MACs still to decide, previous action, and the share of the budget still to cut.
+    internal to a residual block, mean and spread of the channels' L1 norms, then MACs removed so far (with
+    sparsity unstructured, share of the budgeted resource removed so far), MACs still to decide, previous
+    action, and the share of the budget still to cut.
 
     ## Rewards
     0 until the last step; then the configured reward function (`rewards.REWARDS`) of the outcome:
@@ -82,14 +89,17 @@ class NetCompressEnv(gym.Env):
     Terminated after the last group; never truncated. `step()` before `reset()` or after termination raises
     ConfigError. The final `info` holds `schedule` (group ->
     prune ratio), `top1`, `latency_ms`, `speedup`, `macs`, `macs_ratio`, `params`, `params_ratio`,
-    `timing` (seconds spent pruning, recalibrating, evaluating, timing), `cached`.
+    `timing` (seconds spent pruning, recalibrating, evaluating, timing), `cached`; with sparsity unstructured
+    also `layer_sparsity`, `compressed_bytes`, `baseline_compressed_bytes`, `size_ratio`, `nonzero_params`,
+    `nonzero_ratio` (and `predicted_bytes` with a size budget).
 
     ## Arguments
     `model`: the trained network (not modified). `data`: `EnvData`. `cfg`: `EnvConfig`.
     `model_name`: recorded in schedules. `lut`: a `LatencyLUT` for `latency_mode="lut"` or a latency budget.
 
     ## Version History
-    * v0: initial version.
+    * v0: initial version; `env.sparsity` (zeroed weights for size) was added later, off by default, so a
+      config without it plays as before.
     """
 
     metadata = {"render_modes": []}
@@ -174,7 +184,10 @@ class NetCompressEnv(gym.Env):
 
     # ----------------------------------------------------------------- construction helpers
     def resource(self, ratios: Mapping[str, float]) -> float:
-        """The budgeted resource (MACs, params or table-predicted ms) of the network pruned to `ratios`."""
+        """The budgeted resource (MACs, params or table-predicted ms; with zeroed weights the predicted
+        compressed bytes or the nonzero params) of the network pruned to `ratios`."""
+        if self.evaluator.sparse is not None:
+            return self.evaluator.sparse.cost(ratios, self.cfg.budget_kind)
         kept = self.pruner.kept_channels(ratios)
         if self.cfg.budget_kind == "macs" or self.soft_budget:
             return self.cost_model.macs(kept)
@@ -186,6 +199,8 @@ class NetCompressEnv(gym.Env):
     def _make_wall(self) -> BudgetWall:
         base = self._base_resource
         fraction = 1.0 if self.soft_budget else self.cfg.budget  # a soft budget: no wall (MACs may stay)
+        if self.evaluator.sparse is not None and self.cfg.budget_kind == "size":
+            fraction *= 1.0 - SIZE_MARGIN  # predicted bytes: a reserve, so that the measured ones meet the budget
         wall = BudgetWall(self.resource, fraction * base, [g.name for g in self.groups], self.cfg.max_ratio)
         if not wall.reachable():
             floor = self.resource(dict.fromkeys(wall.order, self.cfg.max_ratio)) / base
@@ -262,6 +277,8 @@ class NetCompressEnv(gym.Env):
         current = self.resource(self._ratios)
         to_cut = max(current - self.wall.target, 0.0) / self._base_resource
         removed = 1.0 - sum(layer_macs.values()) / self.base_macs
+        if self.evaluator.sparse is not None:  # zeroed weights leave the MACs whole: the budget's share instead
+            removed = 1.0 - current / self._base_resource
         dynamic = [removed, to_decide / self.base_macs, self._prev_action, to_cut]
         return features.observation(row, dynamic, [self._prev_precision] if self.joint else ())
 

@@ -27,6 +27,8 @@ class Outcome:
     """Pruned latency / unpruned latency (None when latency is not measured or predicted)."""
     budget: float
     """The budget as a fraction of the unpruned resource (0.5 = half the MACs, or a 2x speedup)."""
+    size_ratio: float | None = None
+    """Measured compressed bytes / unpruned compressed bytes (env.sparsity unstructured; else None)."""
 
 
 RewardFn = Callable[..., float]

@@ -23,6 +23,7 @@ from autocompress.pruning.errors import PruneError
 from autocompress.pruning.fingerprint import structure_hash
 from autocompress.pruning.groups import PlanItem, PruneGroup, analyze_model
 from autocompress.pruning.schedule import Schedule, check_fits
+from autocompress.pruning.sparsity import sparsify
 
 
 def kept_count(channels: int, prune_ratio: float, round_to: int, min_channels: int) -> int:
@@ -216,8 +217,9 @@ def apply_schedule(
     cfg: PruneConfig | None = None,
     calib_images: torch.Tensor | None = None,
 ) -> nn.Module:
-    """A new model pruned to the schedule's kept channel counts (validated against `model` first)."""
+    """A new model pruned to the schedule's kept channel counts, with the weights its sparsity block zeroes
+    set to zero (validated against `model` first)."""
     pruner = Pruner(model, example_inputs, cfg or PruneConfig())
     check_fits(schedule, pruner)
-    return pruner.prune_kept(schedule.kept_channels(), calib_images)
+    return sparsify(pruner.prune_kept(schedule.kept_channels(), calib_images), schedule.layer_sparsity())
 

@@ -21,12 +21,17 @@ from autocompress.atomic import atomic_write_text
 from autocompress.config import AutocompressError, read_capped
 
 FORMAT = "autocompress.schedule"
-VERSION = 2
-"""Version written. 2 added the optional "quantization" block (per-layer precision); version 1 files (no
-precision: every layer FP32) still load."""
-READABLE_VERSIONS = (1, 2)
-_TOP_KEYS = {"format", "version", "model", "groups", "budget", "metrics", "quantization"}
+VERSION = 3
+"""Newest version. 2 added the optional "quantization" block (per-layer precision), 3 the optional "sparsity"
+block (per-layer share of weights zeroed). A file is written with the lowest version that holds it (3 only with
+a sparsity block), so that earlier readers keep reading every schedule they can apply and refuse one with zeroed
+weights by its version, which says what to do better than an unknown key; version 1 files (every layer FP32)
+and version 2 files still load."""
+READABLE_VERSIONS = (1, 2, 3)
+_TOP_KEYS = {"format", "version", "model", "groups", "budget", "metrics", "quantization", "sparsity"}
 _QUANT_KEYS = {"layers", "calib_images", "per_channel", "calibration"}
+_SPARSITY_KEYS = {"method", "groups", "layers"}
+SPARSITY_METHODS = ("l1_unstructured",)
 _PRECISIONS = ("fp32", "int8")
 _CALIBRATIONS = ("minmax", "entropy", "percentile")
 _GROUP_KEYS = {"name", "members", "channels_before", "channels_after", "prune_ratio"}
@@ -67,6 +72,28 @@ class Schedule:
     """None: every layer FP32. Else {"layers": {layer name: "fp32" | "int8"}, "calib_images": int,
     "per_channel": bool, "calibration": "minmax" | "entropy" | "percentile"}: the ONNX Runtime static INT8
     export to deploy (see `autocompress.quantize.quantize_layers`)."""
+    sparsity: dict[str, Any] | None = None
+    """None: no weight is zeroed. Else {"method": "l1_unstructured", "groups": {group: sparsity}, "layers":
+    {layer: sparsity}}: each layer's smallest-magnitude weights zeroed (`autocompress.pruning.sparsity`); the
+    groups' values are the search's per-group choice, the layers' what `apply_schedule` applies."""
+
+    @property
+    def version(self) -> int:
+        """The format version this schedule needs (see VERSION)."""
+        return 3 if self.sparsity else 2
+
+    @property
+    def sparse(self) -> bool:
+        """Whether deploying this schedule zeroes any weight."""
+        return bool(self.sparsity)
+
+    def layer_sparsity(self) -> dict[str, float]:
+        """Layer -> share of its weights zeroed ({} when the schedule zeroes none)."""
+        return dict(self.sparsity["layers"]) if self.sparsity else {}
+
+    def group_sparsity(self) -> dict[str, float]:
+        """Group -> the sparsity the search chose for it ({} when the schedule zeroes none)."""
+        return dict(self.sparsity["groups"]) if self.sparsity else {}
 
     def layer_precision(self) -> dict[str, str]:
         """Quantizable layer -> "fp32" | "int8" ({} when the schedule does not quantize)."""
@@ -94,11 +121,12 @@ class Schedule:
         budget: Mapping[str, Any] | None = None,
         metrics: Mapping[str, Any] | None = None,
         quantization: Mapping[str, Any] | None = None,
+        sparsity: Mapping[str, Any] | None = None,
     ) -> Schedule:
         """The schedule `pruner.prune(prune_ratios)` applies, covering every group of the model.
 
         Analytic `macs`/`params` (and their ratios to the unpruned model) are filled in unless given.
-        `quantization` (the "quantization" block, see the field) is kept only when it quantizes a layer.
+        `quantization` / `sparsity` (the blocks, see the fields) are kept only when they quantize / zero a layer.
         """
         kept = pruner.kept_channels(prune_ratios)
         entries = [
@@ -125,12 +153,13 @@ class Schedule:
             budget=dict(budget or {}),
             metrics={**auto, **dict(metrics or {})},
             quantization=_quantization(quantization, "schedule") if quantization else None,
+            sparsity=_sparsity(sparsity, "schedule") if sparsity else None,
         )
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": FORMAT,
-            "version": VERSION,
+            "version": self.version,
             "model": {"name": self.model_name, "structure_hash": self.structure_hash},
             "groups": [
                 {
@@ -145,6 +174,7 @@ class Schedule:
             "budget": self.budget,
             "metrics": self.metrics,
             **({"quantization": self.quantization} if self.quantization else {}),
+            **({"sparsity": self.sparsity} if self.sparsity else {}),
         }
 
     def to_json(self) -> str:
@@ -190,6 +220,8 @@ class Schedule:
             )
         if version == 1 and "quantization" in data:
             raise ScheduleError(f"{source}: 'quantization' needs schedule version 2; set \"version\": 2.")
+        if version < 3 and "sparsity" in data:
+            raise ScheduleError(f"{source}: 'sparsity' needs schedule version 3; set \"version\": 3.")
         missing = sorted({"model", "groups"} - set(data))
         unknown = sorted(set(data) - _TOP_KEYS)
         if missing or unknown:
@@ -212,9 +244,13 @@ class Schedule:
         if dupes:
             more = f" and {len(dupes) - 6} more" if len(dupes) > 6 else ""
             raise ScheduleError(f"{source}: group(s) {dupes[:6]}{more} appear more than once; keep one entry per group.")
-        quant = data.get("quantization")
+        quant, sparse = data.get("quantization"), data.get("sparsity")
+        sparse = _sparsity(sparse, source) if sparse is not None else None
+        strangers = sorted(set(sparse["groups"]) - {e.name for e in entries}) if sparse else []
+        if strangers:
+            raise ScheduleError(f"{source}: sparsity.groups names {_few(strangers)}, which are not in 'groups'.")
         return cls(model["name"], model["structure_hash"], entries, dict(data.get("budget", {})),
-                   dict(data.get("metrics", {})), _quantization(quant, source) if quant is not None else None)
+                   dict(data.get("metrics", {})), _quantization(quant, source) if quant is not None else None, sparse)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the JSON atomically (a temp file in the same folder, then rename)."""
@@ -276,6 +312,30 @@ def _quantization(q: Any, source: str) -> dict[str, Any] | None:
     if not any(v == "int8" for v in layers.values()):
         return None
     return {"layers": dict(layers), "calib_images": n, "per_channel": q["per_channel"], "calibration": q["calibration"]}
+
+
+def _shares(values: Any, where: str) -> dict[str, float]:
+    """A mapping of names to sparsities in [0, 1), checked."""
+    if not isinstance(values, Mapping) or not all(isinstance(k, str) and k for k in values):
+        raise ScheduleError(f"{where} must map names to sparsities (shares of weights zeroed, in [0, 1)).")
+    bad = sorted(k for k, v in values.items()
+                 if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v) or not 0 <= v < 1)
+    if bad:
+        raise ScheduleError(f"{where}: {_few(bad)} have a sparsity outside [0, 1) (share of weights zeroed).")
+    return {k: float(v) for k, v in values.items()}
+
+
+def _sparsity(block: Any, source: str) -> dict[str, Any] | None:
+    """A validated copy of a "sparsity" block; None when it zeroes nothing."""
+    where = f"{source}: sparsity"
+    if not isinstance(block, Mapping) or set(block) != _SPARSITY_KEYS:
+        raise ScheduleError(f"{where} must be an object with exactly the keys {sorted(_SPARSITY_KEYS)}.")
+    if block["method"] not in SPARSITY_METHODS:
+        raise ScheduleError(f"{where}.method {block['method']!r} is not one of {', '.join(SPARSITY_METHODS)}.")
+    groups, layers = _shares(block["groups"], f"{where}.groups"), _shares(block["layers"], f"{where}.layers")
+    if not any(v > 0 for v in layers.values()):
+        return None
+    return {"method": block["method"], "groups": groups, "layers": layers}
 
 
 def _entry(g: Any, i: int, source: str) -> GroupEntry:
@@ -354,6 +414,13 @@ def check_fits(schedule: Schedule, pruner: Any) -> None:
         raise ScheduleError(
             f"schedule for {schedule.model_name!r} does not fit this model ({'; '.join(parts)}); "
             "apply it to the model it was made for, or make a new one with `autocompress schedule`."
+        )
+    sparse_layers = {s.name for s in pruner.layer_specs if s.kind in ("conv", "linear")}
+    strangers = sorted(set(schedule.layer_sparsity()) - sparse_layers)
+    if strangers:
+        raise ScheduleError(
+            f"schedule for {schedule.model_name!r} zeroes weights of layers this model has no conv or linear "
+            f"layer for: {_few(strangers)}; apply it to the model it was made for."
         )
     if schedule.structure_hash != pruner.structure_hash:
         raise ScheduleError(
