@@ -34,13 +34,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from bench_joint import retime_search_row, search_row
+from bench_joint import retime_search_row, search_row, write_retimed
 from plot_utils import cpu_model, run_script, write_json_atomic
 
-from autocompress.config import LatencyConfig, QuantConfig, load_config
+from autocompress.config import QuantConfig, load_config
 from autocompress.data import load_data, take_tensors
 from autocompress.envs.factory import build_model
-from autocompress.measure.latency import LatencyMeter
 from autocompress.pruning import Schedule, apply_schedule
 from autocompress.quantize import cpu_int8_flags, int8_report, int8_sensitivity, quantize_int8
 
@@ -125,15 +124,8 @@ def retime_ptq_row(cfg: Any, path: Path, args: argparse.Namespace) -> dict[str, 
     model = build_model(cfg, bundle).eval()
     calib, _ = take_tensors(bundle.train_eval if getattr(bundle, "train_eval", None) else bundle.train,
                             args.calib, seed=1)
-    cmp = LatencyMeter(LatencyConfig(runtime="onnxruntime", threads=1, rounds=args.rounds, warmup=10),
-                       bundle.input_shape).compare(model, quantize_int8(model, calib, QuantConfig(calib_images=args.calib)))
-    row.setdefault("speedup_first_timing", row["speedup_measured"])
-    row.setdefault("first_timing_loadavg", row.get("timing_loadavg"))
-    row.update(speedup_measured=cmp.speedup, speedup_spread=cmp.spread, latency_ms=cmp.latency_ms,
-               fp32_latency_ms=cmp.baseline_ms, timing_loadavg=os.getloadavg()[0],
-               retimed=dt.datetime.now().astimezone().isoformat(timespec="seconds"))
-    write_json_atomic(path, row)
-    return row
+    int8 = quantize_int8(model, calib, QuantConfig(calib_images=args.calib))
+    return write_retimed(path, row, model, int8, bundle.input_shape, args.rounds)
 
 
 def retime(args: argparse.Namespace, work: Path) -> None:
