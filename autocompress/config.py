@@ -215,7 +215,8 @@ class EnvConfig:
     fully scored candidate so far; its top1 is then the share right on the images scored (`val_images_scored`).
     Saves evaluation on clearly worse policies; the result then depends on the order episodes are scored in."""
     bn_recalib_batches: int = 0
-    """Training batches used to re-estimate BatchNorm statistics after pruning (0 = off)."""
+    """Training batches used to re-estimate BatchNorm statistics after pruning (0 = off; a network with nothing
+    removed keeps its own statistics)."""
     bn_recalib_batch_size: int = 128
     """Images per BatchNorm recalibration batch."""
     prune: PruneConfig = field(default_factory=PruneConfig)

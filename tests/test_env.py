@@ -106,6 +106,18 @@ def test_bn_recalibration_and_measured_latency():
     assert info["timing"]["recalib_s"] > 0 and info["timing"]["latency_s"] > 0
 
 
+def test_bn_recalibration_leaves_a_network_with_nothing_removed_as_it_was():
+    env = tiny_env(bn_recalib_batches=2, bn_recalib_batch_size=16, min_ratio=0.0)
+    bns = lambda m: [x for x in m.modules() if isinstance(x, torch.nn.BatchNorm2d)]  # noqa: E731
+    unpruned = env.evaluator.compress({g.name: 0.0 for g in env.groups})
+    for before, after in zip(bns(env.evaluator.model), bns(unpruned), strict=True):
+        assert torch.equal(before.running_mean, after.running_mean)
+        assert torch.equal(before.running_var, after.running_var)
+    pruned = env.evaluator.compress({g.name: 0.5 for g in env.groups})  # removed channels: statistics re-estimated
+    assert not torch.equal(bns(env.evaluator.model)[-1].running_var[: bns(pruned)[-1].num_features],
+                           bns(pruned)[-1].running_var)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
