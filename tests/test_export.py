@@ -38,13 +38,13 @@ def test_load_pruned_in_a_fresh_process_gives_identical_outputs(saved, tmp_path)
     torch.save(X, tmp_path / "x.pt")
     code = (
         "import sys, torch; from autocompress.export import load_pruned; "
-        f"m, s = load_pruned({str(path)!r}); x = torch.load({str(tmp_path / 'x.pt')!r}); "
+        f"m, s = load_pruned({str(path)!r}); x = torch.load({str(tmp_path / 'x.pt')!r}, weights_only=True); "
         f"torch.save(m(x).detach(), {str(tmp_path / 'y.pt')!r}); print(len(s.groups))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     with torch.no_grad():
-        assert torch.equal(torch.load(tmp_path / "y.pt"), pruned(X))
+        assert torch.equal(torch.load(tmp_path / "y.pt", weights_only=True), pruned(X))
     assert int(out.stdout.strip()) == 12
 
 
