@@ -29,11 +29,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import torch
 from plot_utils import cpu_model, write_json_atomic
 
 from autocompress import sb3_policy
-from autocompress.config import ExperimentConfig, load_config
+from autocompress.config import AutocompressError, ExperimentConfig, RLTaskConfig, load_config
+from autocompress.measure.rollouts import make_env
 from autocompress.pipeline import run_experiment
 
 REPO = Path(__file__).resolve().parent.parent
@@ -73,11 +75,9 @@ def mujoco_installed() -> bool:
     return importlib.util.find_spec("mujoco") is not None
 
 
-def action_kind(env_id: str) -> str:
+def action_kind(task: RLTaskConfig) -> str:
     """The task's `action` kind: continuous for a Box action space (the outputs are the action), else discrete."""
-    import gymnasium as gym
-
-    env = gym.make(env_id)
+    env = make_env(task)  # the scorer's own constructor: an unknown id or a missing extra is a one-line error
     try:
         return "continuous" if isinstance(env.action_space, gym.spaces.Box) else "discrete"
     finally:
@@ -106,7 +106,8 @@ def trained_policy(algo: str, env_id: str, timesteps: int, seed: int, folder: Pa
 def method_config(base: ExperimentConfig, args: argparse.Namespace, policy: dict[str, Any], method: str,
                   run_dir: Path) -> ExperimentConfig:
     """`base` for one task and method: the agent's weights, the task, the budget and the sizes asked for."""
-    task = replace(base.env.task, env_id=policy["env_id"], action=action_kind(policy["env_id"]))
+    task = replace(base.env.task, env_id=policy["env_id"])
+    task = replace(task, action=action_kind(task))
     if args.test_episodes is not None:
         task = replace(task, test_episodes=args.test_episodes)
     if args.bc_observations is not None:
@@ -177,6 +178,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(1)
     base = load_config(args.config)
+    try:  # every task id and algorithm checked before any agent trains: a typo is a one-line error, not a traceback
+        for spec in args.tasks:
+            env_id, _, algo = spec.partition(":")
+            if (algo or "ppo") not in sb3_policy.ALGOS:
+                raise sb3_policy.SB3Error(f"--tasks {spec}: unknown algorithm; choose one of {', '.join(sb3_policy.ALGOS)}.")
+            action_kind(replace(base.env.task, env_id=env_id))
+    except AutocompressError as exc:
+        sys.exit(f"error: {exc}")
     rows, details = [], {}
     for spec in args.tasks:
         task_rows_, task_details = task_rows(base, args, spec)

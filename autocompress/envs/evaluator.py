@@ -155,9 +155,8 @@ class Evaluator:
                  keep_masks: bool = False) -> nn.Module:
         """The network pruned to `ratios` exactly as episodes see it (reconstruction and BatchNorm
         recalibration as configured; no recalibration when nothing is removed), before any fine-tuning; seconds
-        spent go into `timing`. With
-        `keep_masks` zeroed weights stay zero through a fine-tune (env.sparsity unstructured; see
-        `SparseCompressor.apply`)."""
+        spent go into `timing`. With `keep_masks` zeroed weights stay zero through a fine-tune (env.sparsity
+        unstructured; see `SparseCompressor.apply`)."""
         timing = {} if timing is None else timing
         t = time.perf_counter()
         calib = self.data.calib_images if self.cfg.prune.reconstruct else None
