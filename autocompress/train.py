@@ -118,12 +118,15 @@ def train(
     teacher: nn.Module | None = None,
     out_dir: str | Path | None = None,
     progress: bool = True,
+    resume: bool = False,
 ) -> list[dict[str, float]]:
     """Train `model` in place on bundle.train; evaluate on bundle.val after each epoch.
 
     Returns one dict per epoch (epoch, lr, train_loss, train_top1, val_top1, val_top5, val_loss, seconds).
-    With `out_dir`, `checkpoint.pt` (model, optimizer, scheduler, epoch, history) is rewritten atomically
-    each epoch; its 'model' entry loads with `get_model(..., weights=path)`.
+    With `out_dir`, `checkpoint.pt` (model, optimizer, scheduler, RNG, epoch, history) is rewritten atomically
+    each epoch; its 'model' entry loads with `get_model(..., weights=path)`. With `resume`, a checkpoint
+    already there continues where it stopped (same data order as an uninterrupted run), so an hour-long
+    fine-tune killed at epoch 20 of 30 costs one epoch, not twenty.
     """
     device = resolve_device(cfg.device)
     model.to(device)
@@ -139,8 +142,10 @@ def train(
     amp_dtype = autocast_dtype(cfg, device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype is torch.float16)
     history: list[dict[str, float]] = []
+    if resume and out_dir is not None:
+        history = _resume(Path(out_dir) / CHECKPOINT_NAME, cfg, model, optimizer, scheduler, loader.generator)
     with memory_format([model] + ([teacher] if distill and teacher is not None else []), cfg.channels_last):
-        for epoch in range(1, cfg.epochs + 1):
+        for epoch in range(len(history) + 1, cfg.epochs + 1):
             start = time.perf_counter()
             record = _epoch(model, teacher if distill else None, loader, steps, optimizer, scheduler, scaler,
                             amp_dtype, cfg, device, epoch, progress)
@@ -155,9 +160,37 @@ def train(
                 print(f"epoch {epoch}/{cfg.epochs}: {shown}", file=sys.stderr)
             if out_dir is not None:
                 state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(), "epoch": epoch, "history": history}
+                         "scheduler": scheduler.state_dict(), "epoch": epoch, "epochs": cfg.epochs,
+                         "history": history, "rng": torch.get_rng_state(),
+                         "loader_rng": loader.generator.get_state() if loader.generator is not None else None}
                 save_atomic(state, Path(out_dir) / CHECKPOINT_NAME)
     return history
+
+
+def _resume(path: Path, cfg: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
+            scheduler: Any, loader_rng: torch.Generator | None) -> list[dict[str, float]]:
+    """Load a per-epoch checkpoint into model, optimizer, scheduler and both RNGs (augmentation, data
+    order); the finished epochs' history.
+
+    A checkpoint from a run with another epoch count is refused: its cosine schedule is not this one."""
+    if not path.is_file():
+        return []
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same advice
+        raise TrainError(f"cannot resume from {path} ({type(exc).__name__}); delete it to start the "
+                         "fine-tune again.") from None
+    if state.get("epochs") != cfg.epochs:
+        raise TrainError(f"{path} is from a {state.get('epochs', 'unknown')}-epoch run, this one has "
+                         f"{cfg.epochs} epochs; delete it or train into another folder.")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"])
+    if loader_rng is not None and state.get("loader_rng") is not None:
+        loader_rng.set_state(state["loader_rng"])
+    print(f"resuming from {path}: epoch {state['epoch']}/{cfg.epochs} done", file=sys.stderr)
+    return list(state["history"])
 
 
 def _epoch(

@@ -78,20 +78,36 @@ def search_cell(cfg: ExperimentConfig, env: Any, bundle: Any, run_dir: Path) -> 
     return {**result.best, "evaluations": len(env.evaluator.cache)}, time.perf_counter() - start
 
 
+def reused_search(source: Path, run_dir: Path) -> tuple[dict[str, Any], float]:
+    """The chosen record and search seconds of a cell finished under another --work (another fine-tune
+    recipe), its schedule copied into `run_dir`: the same networks, fine-tuned differently."""
+    if not (source / CELL).is_file():
+        raise SystemExit(f"--schedules-from: {source / CELL} is missing; finish that cell first or drop the option.")
+    old = json.loads((source / CELL).read_text())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "best_schedule.json").write_bytes((source / "best_schedule.json").read_bytes())
+    best = {"episode": old["best_episode"], "top1": old["val_reward_top1"], "macs_ratio": old["macs_ratio"],
+            "evaluations": old["evaluations"], "tournament_val_top1": old.get("tournament_val_top1"),
+            "schedule_from": str(source)}
+    return best, old["search_s"]
+
+
 def run_cell(cfg: ExperimentConfig, env: Any, bundle: Any, method: str, seed: int, work: Path,
-             rounds: int) -> dict[str, Any]:
+             rounds: int, schedules_from: Path | None = None) -> dict[str, Any]:
     run_dir = work / f"{method}-seed{seed}"
     if (run_dir / CELL).is_file():
         return json.loads((run_dir / CELL).read_text())
     cfg = replace(cfg, search=replace(cfg.search, agent=method, seed=seed, out_dir=str(run_dir)))
-    best, search_s = search_cell(cfg, env, bundle, run_dir)
+    if schedules_from is not None:
+        best, search_s = reused_search(schedules_from / run_dir.parent.name / run_dir.name, run_dir)
+    else:
+        best, search_s = search_cell(cfg, env, bundle, run_dir)
     schedule = Schedule.load(run_dir / "best_schedule.json")
     pruned = env.evaluator.compress(schedule.prune_ratios())
     before = predictions(pruned, bundle.test)
-    torch.manual_seed(seed)  # the fine-tune's data order and augmentation
-    start = time.perf_counter()
-    history = train(pruned, bundle, cfg.finetune, teacher=env.model, out_dir=run_dir / "finetune")
-    ft_s = time.perf_counter() - start
+    torch.manual_seed(seed)  # the fine-tune's augmentation (the loader's own seeded generator sets the order)
+    history = train(pruned, bundle, cfg.finetune, teacher=env.model, out_dir=run_dir / "finetune", resume=True)
+    ft_s = sum(h["seconds"] for h in history)  # every epoch's, also those of an earlier sitting
     after = predictions(pruned, bundle.test)
     np.save(run_dir / "test_correct_after_ft.npy", after)
     cell = {
@@ -102,7 +118,7 @@ def run_cell(cfg: ExperimentConfig, env: Any, bundle: Any, method: str, seed: in
         "macs_ratio": best["macs_ratio"], **speedups(env, pruned.eval(), rounds), "timing_loadavg": os.getloadavg()[0],
         "top1_before_ft": 100.0 * float(before.mean()), "top1_after_ft": 100.0 * float(after.mean()),
         "search_s": search_s, "ft_s": ft_s,
-        "best_episode": best["episode"], "val_reward_top1": best["top1"],
+        "best_episode": best["episode"], "val_reward_top1": best["top1"], "schedule_from": best.get("schedule_from"),
         "tournament_val_top1": best.get("tournament_val_top1"),
         "val_top1_after_ft": history[-1].get("val_top1") if history else None,
         "schedule": schedule.prune_ratios(), "run_dir": str(run_dir),
@@ -212,6 +228,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--kendall", default=None, help="reward_vs_finetune.py JSON to report alongside")
     p.add_argument("--work", default="runs/quality")
+    p.add_argument("--schedules-from", default=None,
+                   help="another --work folder: reuse its finished cells' schedules (no search), e.g. to fine-tune "
+                        "the same networks with a longer recipe")
     p.add_argument("--json", required=True)
     p.add_argument("--plot", default=None, help="PNG: top-1 before and after fine-tuning per method and seed")
     p.add_argument("--report-only", action="store_true",
@@ -244,7 +263,8 @@ def main() -> None:
         for seed in args.seeds:
             for method in args.methods:
                 print(f"== {cfg.model.name} {method} seed {seed}", file=sys.stderr)
-                cell = run_cell(cfg, env, bundle, method, seed, work / cfg.model.name, args.rounds)
+                cell = run_cell(cfg, env, bundle, method, seed, work / cfg.model.name, args.rounds,
+                                Path(args.schedules_from) if args.schedules_from else None)
                 print(table([cell]).splitlines()[-1], file=sys.stderr)
     write_report(args, work, adapted)
 

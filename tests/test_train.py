@@ -152,3 +152,45 @@ def test_view_in_forward_is_a_clear_error_in_channels_last(digits) -> None:
     model = _ViewNet()
     train(model, digits, TrainConfig(epochs=1, max_batches=2, channels_last=False), progress=False)
     assert all(p.is_contiguous() for p in model.parameters())
+
+
+def test_resume_after_interruption_matches_an_uninterrupted_run(digits, tmp_path: Path, monkeypatch) -> None:
+    cfg = TrainConfig(epochs=3, lr=0.1, max_batches=6)
+    torch.manual_seed(0)
+    whole = get_model("tiny_cnn", in_channels=1)
+    torch.manual_seed(1)
+    want = train(whole, digits, cfg, out_dir=tmp_path / "whole", progress=False)
+
+    import autocompress.train as train_mod
+
+    real_epoch, calls = train_mod._epoch, []
+
+    def dies_in_epoch_3(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the session ends mid-epoch
+        return real_epoch(*args, **kwargs)
+
+    torch.manual_seed(0)
+    model = get_model("tiny_cnn", in_channels=1)
+    torch.manual_seed(1)
+    monkeypatch.setattr(train_mod, "_epoch", dies_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        train(model, digits, cfg, out_dir=tmp_path / "cut", progress=False)
+    monkeypatch.setattr(train_mod, "_epoch", real_epoch)
+    torch.manual_seed(0)
+    again = get_model("tiny_cnn", in_channels=1)  # a fresh process: new weights, RNG elsewhere
+    torch.manual_seed(123)
+    got = train(again, digits, cfg, out_dir=tmp_path / "cut", progress=False, resume=True)
+    assert [h["epoch"] for h in got] == [1, 2, 3]
+    assert got[-1]["train_loss"] == pytest.approx(want[-1]["train_loss"])
+    for a, b in zip(again.state_dict().values(), whole.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    with pytest.raises(TrainError, match="3-epoch run, this one has 4 epochs"):
+        train(get_model("tiny_cnn", in_channels=1), digits, TrainConfig(epochs=4, max_batches=2),
+              out_dir=tmp_path / "cut", progress=False, resume=True)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / CHECKPOINT_NAME).write_bytes(b"not a checkpoint")
+    with pytest.raises(TrainError, match="delete it"):
+        train(get_model("tiny_cnn", in_channels=1), digits, cfg, out_dir=tmp_path / "bad", progress=False,
+              resume=True)
