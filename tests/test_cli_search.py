@@ -34,6 +34,13 @@ def test_export_schedule_then_finetune(run_dir, tmp_path, capsys):
     model, schedule = load_pruned(result["pruned_model"])
     assert model(torch.zeros(2, 1, 16, 16)).shape == (2, 10)
     assert schedule.kept_channels() == Schedule.load(schedule_path).kept_channels()
+    # --resume on a finished fine-tune trains nothing more and gives the same network
+    code = main(["finetune", "--model", "tiny_cnn", "--weights", str(run_dir / "baseline.pt"), "--schedule",
+                 str(schedule_path), "--data", "digits", "--epochs", "1", "--out", str(tmp_path / "ft"), "--json",
+                 "--resume"])
+    captured = capsys.readouterr()
+    assert code == 0 and "epoch 1/1 done" in captured.err
+    assert json.loads(captured.out.strip().splitlines()[-1])["top1"] == pytest.approx(result["top1"])
 
 
 def test_cli_errors_are_one_line_messages(run_dir, tmp_path, capsys):

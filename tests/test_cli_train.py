@@ -53,6 +53,21 @@ def test_train_with_teacher(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert "final test top-1" in capsys.readouterr().out
 
 
+def test_train_resume_finishes_a_run_and_refuses_another_epoch_count(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["train", "--model", "tiny_cnn", "--data", "digits", "--max-batches", "2", "--out", str(tmp_path / "r"),
+            "--quiet", "--resume"]
+    assert main([*args, "--epochs", "2", "--json"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert main([*args, "--epochs", "2", "--json"]) == 0  # already finished: nothing trains again
+    captured = capsys.readouterr()
+    assert "epoch 2/2 done" in captured.err
+    assert json.loads(captured.out)["test"]["top1"] == pytest.approx(first["test"]["top1"])
+    assert main([*args, "--epochs", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "2-epoch run, this one has 3 epochs" in err and "Traceback" not in err
+
+
 def test_user_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["evaluate", "--model", "resnet57", "--data", "digits"]) == 2
     err = capsys.readouterr().err

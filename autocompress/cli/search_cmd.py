@@ -60,6 +60,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--recalib-batches", type=int, default=4,
                    help="training batches to re-estimate BatchNorm statistics after pruning (0 = off)")
     f.add_argument("--out", required=True, help="output folder (pruned_model.pt + schedule)")
+    f.add_argument("--resume", action="store_true",
+                   help="continue from <out>/checkpoints/checkpoint.pt where an interrupted run (same --epochs) stopped")
     f.add_argument("--json", action="store_true", help="print the result as one JSON object")
     f.set_defaults(func=_finetune, out_kind="folder")
 
@@ -129,7 +131,8 @@ def _finetune(args: argparse.Namespace) -> int:
         recalibrate_bn(pruned, calib, args.batch_size)
     loader = make_loader(bundle.test, batch_size=args.batch_size)
     before = evaluate(pruned, loader).top1
-    train(pruned, bundle, cfg, teacher=model if args.distill else None, out_dir=Path(args.out) / "checkpoints")
+    train(pruned, bundle, cfg, teacher=model if args.distill else None, out_dir=Path(args.out) / "checkpoints",
+          resume=args.resume)
     after = evaluate(remove_masks(pruned), loader)
     path = Path(args.out) / "pruned_model.pt"
     save_pruned(path, pruned, schedule, args.model, bundle.num_classes, bundle.input_shape[0], bundle.input_shape,

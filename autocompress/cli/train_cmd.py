@@ -47,6 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--cpu-bf16", action="store_true", help="bf16 autocast on the CPU: 1.5-3x faster on CPUs with AVX512-BF16 or AMX (off: fp32)")
     t.add_argument("--no-augment", action="store_true", help="no random crop / flip on the training split")
     t.add_argument("--out", help="output folder (default runs/<model>-<data>)")
+    t.add_argument("--resume", action="store_true",
+                   help="continue from <out>/checkpoint.pt where an interrupted run with the same --epochs stopped")
     t.add_argument("--json", action="store_true", help="print the result as one JSON object")
     t.add_argument("--quiet", action="store_true", help="no progress output")
     t.set_defaults(func=_train, out_kind="folder")
@@ -121,7 +123,8 @@ def _train(args: argparse.Namespace) -> int:
     teacher = get_model(args.teacher, bundle.num_classes, args.teacher_weights, c) if args.teacher else None
     out = Path(args.out or f"runs/{args.model.replace(':', '_')}-{args.data}")
     out.mkdir(parents=True, exist_ok=True)
-    history = train(model, bundle, train_cfg, teacher=teacher, out_dir=out, progress=not args.quiet)
+    history = train(model, bundle, train_cfg, teacher=teacher, out_dir=out, progress=not args.quiet,
+                    resume=args.resume)
     model_path = save_atomic(model.cpu().state_dict(), out / FINAL_MODEL_NAME)
     test = evaluate(model, make_loader(bundle.test, args.batch_size), train_cfg.device)
     result = {"model": args.model, "data": args.data, "epochs": args.epochs, "weights": str(model_path),
