@@ -366,7 +366,7 @@ class TournamentConfig:
     val_images: int | None = None
     """Val-split images each finalist is scored on (None: the whole val split)."""
     seed: int = 0
-    """Seed of the fine-tunes' data order (the same for every finalist)."""
+    """Seed of the fine-tunes' augmentation (the same for every finalist; the loader seeds its own order)."""
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 A search ranks policies by their held-out accuracy right after pruning (plus BatchNorm recalibration), but a
 user deploys the fine-tuned network, and the two rankings disagree (docs/BENCHMARKS.md measures how much).
 Here the top `finalists` distinct policies of the search each get a short fine-tune (distilled from the
-unpruned network, the same data order for all) and are scored on the val split (never on test); the better
+unpruned network, the same data order and augmentation for all) and are scored on the val split (never on test); the better
 half goes on with a fine-tune twice as long, until one is left. Results are written to `tournament.json`,
 and a finished tournament is read back rather than run again.
 """
@@ -32,7 +32,7 @@ TOURNAMENT = "tournament.json"
 
 def short_finetune(model: nn.Module, bundle: DataBundle, batches: int, lr: float, teacher: nn.Module | None,
                    seed: int) -> nn.Module:
-    """Fine-tune `model` in place for `batches` training batches (cosine to zero), seeded data order."""
+    """Fine-tune `model` in place for `batches` training batches (cosine to zero), seeded augmentation."""
     steps_per_epoch = -(-len(bundle.train) // bundle.batch_size)
     epochs = -(-batches // steps_per_epoch)  # more batches than one epoch holds: one cosine over several
     cfg = TrainConfig(epochs=epochs, lr=lr, max_batches=-(-batches // epochs), distill=teacher is not None)

@@ -221,7 +221,7 @@ def lstm_cell(cfg: ExperimentConfig, env: Any, bundle: Any, method: str, args: a
     schedule = Schedule.load(folder / BEST_SCHEDULE)
     pruned = env.evaluator.compress(schedule.prune_ratios())
     top1_before = evaluate(pruned, test).top1
-    torch.manual_seed(args.seed)  # the fine-tune's data order
+    torch.manual_seed(args.seed)  # the fine-tune's augmentation (the loader seeds its own order)
     start = time.perf_counter()
     history = train(pruned, bundle, cfg.finetune, teacher=env.model if cfg.finetune.distill else None,
                     out_dir=folder / "finetune")

@@ -258,7 +258,7 @@ def main() -> None:
             retime(env, work / cfg.model.name, args.rounds)
             continue
         # Seed-major: an interrupted run still has whole seeds to compare. Deterministic allocations
-        # (uniform, global, sensitivity) run every seed too: the seed drives the fine-tune's data order,
+        # (uniform, global, sensitivity) run every seed too: the seed drives the fine-tune's augmentation,
         # and that noise belongs in every method's spread.
         for seed in args.seeds:
             for method in args.methods:
