@@ -213,6 +213,35 @@ def _build_module(entry: dict[str, Any], cin: int, cout: int) -> tuple[nn.Module
     return nn.Sequential(*layers).eval(), (cin, ih, iw)
 
 
+def _check_buildable(layer_specs: Sequence[Any], cfg: LatencyConfig) -> None:
+    """Refuse, in a second, a table that could not be timed or would leave out most of the cost."""
+    if RUNTIMES[cfg.runtime].compiles_per_shape:
+        raise LUTError("runtime 'compile' recompiles for every grid point (seconds each); build the table with "
+                       "'torch' or 'onnxruntime'.")
+    untimed = [(s.name, why) for s in layer_specs if (why := _untimed(s))]
+    if untimed:  # the table times conv / linear layers only
+        raise LUTError(f"layer {untimed[0][0]!r} is {untimed[0][1]} and the latency table cannot time it yet; "
+                       "use latency_mode flops or measured.")
+
+
+def _full_width_layers(entries: Sequence[Mapping[str, Any]],
+                       cfg: LatencyConfig) -> tuple[list[tuple[LatencyMeter, nn.Module]], list[int]]:
+    """One full-width module (and its meter) per distinct layer shape, and how often each shape occurs."""
+    items: list[tuple[LatencyMeter, nn.Module]] = []
+    counts: list[int] = []
+    index: dict[str, int] = {}
+    for e in entries:
+        key = _shape_key(e)
+        if key not in index:
+            module, shape_in = _build_module(e, e["in_choices"][-1] if not e["tied"] else e["out_choices"][-1],
+                                             e["out_choices"][-1])  # fmt: skip
+            index[key] = len(items)
+            items.append((LatencyMeter(cfg, shape_in), module))
+            counts.append(0)
+        counts[index[key]] += 1
+    return items, counts
+
+
 def _shape_key(entry: dict[str, Any]) -> str:
     keys = ("kind", "kernel_size", "stride", "conv_groups", "input_hw", "output_hw", "has_bias", "in_expand",
             "tied", "bn", "act", "in_choices", "out_choices")  # fmt: skip
@@ -259,15 +288,7 @@ class LatencyLUT:
         of the network is calibrated on it, and with `pruned` (kept channels per group, a pruned copy of
         `model` with those counts) the scale as well; otherwise the constant is 0 until `calibrate`.
         """
-        if RUNTIMES[cfg.runtime].compiles_per_shape:
-            raise LUTError(
-                "runtime 'compile' recompiles for every grid point (seconds each); build the table with "
-                "'torch' or 'onnxruntime'."
-            )
-        untimed = [(s.name, why) for s in layer_specs if (why := _untimed(s))]
-        if untimed:  # the table times conv / linear layers only: it would leave out most of the cost
-            raise LUTError(f"layer {untimed[0][0]!r} is {untimed[0][1]} and the latency table cannot time it yet; "
-                           "use latency_mode flops or measured.")
+        _check_buildable(layer_specs, cfg)
         input_shape = check_input_shape(input_shape)
         sizes = group_sizes(layer_specs)
         grids = cls._grids(sizes, channel_choices, n_choices, round_to)
@@ -398,18 +419,8 @@ class LatencyLUT:
             self._check_kept(pruned[0])
             items.append((LatencyMeter(cfg, shape), pruned[1]))
         first_layer = len(items)
-        counts: list[int] = []
-        index: dict[str, int] = {}
-        for e in self.data["layers"]:
-            key = _shape_key(e)
-            if key not in index:
-                module, shape_in = _build_module(e, e["in_choices"][-1] if not e["tied"] else e["out_choices"][-1],
-                                                 e["out_choices"][-1])  # fmt: skip
-                index[key] = len(items)
-                items.append((LatencyMeter(cfg, shape_in), module))
-                counts.append(0)
-            counts[index[key] - first_layer] += 1
-        times = time_round_robin(items, rounds)
+        layer_items, counts = _full_width_layers(self.data["layers"], cfg)
+        times = time_round_robin(items + layer_items, rounds)
         layer_t = [sum(c * times[k + first_layer][r] for k, c in enumerate(counts)) for r in range(rounds)]
 
         def in_table_units(model_t: list[float]) -> float:
