@@ -132,7 +132,8 @@ def sweep(shared: Path, base_env: EnvConfig, episodes: int, threads: list[int]) 
     return rows
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
+    """The command line (see the module docstring)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shared", default="../shared")
     ap.add_argument("--episodes", type=int, default=10)
@@ -145,7 +146,11 @@ def main() -> None:
     ap.add_argument("--no-accuracy", action="store_true", help="skip the uniform 50%% accuracy part")
     ap.add_argument("--sweep-episodes", type=int, default=4)
     ap.add_argument("--out", default="docs/benchmarks/env_episode.json")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     warnings.filterwarnings("ignore", message="val_size")
     torch.set_num_threads(args.threads)
     shared = Path(args.shared)

@@ -73,7 +73,8 @@ def prune_finetune_test(env, bundle, ratios, args, meter) -> dict:
             "finetune_history": history}
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
+    """The command line (see the module docstring)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="cifar10_resnet20")
     ap.add_argument("--weights", required=True, help="the baseline trained on Fashion-MNIST")
@@ -97,7 +98,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", default="runs/fmnist-pipeline")
     ap.add_argument("--out", default="docs/benchmarks/fmnist_pipeline.json")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     cfg = experiment(args)
     t0 = time.perf_counter()
     env, bundle = build(cfg, progress=False)

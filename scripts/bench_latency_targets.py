@@ -105,7 +105,8 @@ def uniform_row(env, bundle, meter, ratios) -> dict[str, float]:
             "prune_ratio": next(iter(ratios.values()))}
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
+    """The command line (see the module docstring)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="cifar10_resnet56")
     ap.add_argument("--data", default="cifar10_subset", help="dataset in --shared/data (e.g. fashion_mnist)")
@@ -123,7 +124,11 @@ def main() -> None:
     ap.add_argument("--shared", default=os.environ.get("AUTOCOMPRESS_SHARED", "../shared"))
     ap.add_argument("--work", default="runs/latency-targets")
     ap.add_argument("--out", default="docs/benchmarks/latency_targets.json")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     work = Path(args.work) / (args.model if args.data == "cifar10_subset" else f"{args.model}-{args.data}")
     rows = []
     for target in args.targets:

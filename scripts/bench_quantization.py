@@ -161,7 +161,8 @@ def sensitivity(cfg: Any, args: argparse.Namespace, work: Path) -> dict[str, Any
     return result
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
+    """The command line (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--configs", nargs="+", required=True, help="experiment YAMLs (model, weights, data)")
     p.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS)
@@ -185,7 +186,11 @@ def main() -> None:
     p.add_argument("--retime", action="store_true",
                    help="run nothing new: time every finished INT8 and search row again (on a quiet machine), "
                         "then rebuild the JSON")
-    args = p.parse_args()
+    return p.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     torch.set_num_threads(args.threads)
     work = Path(args.work)
     if args.retime:
