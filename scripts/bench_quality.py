@@ -78,14 +78,29 @@ def search_cell(cfg: ExperimentConfig, env: Any, bundle: Any, run_dir: Path) -> 
     return {**result.best, "evaluations": len(env.evaluator.cache)}, time.perf_counter() - start
 
 
-def reused_search(source: Path, run_dir: Path) -> tuple[dict[str, Any], float]:
+def reused_search(source: Path, env: Any, cfg: ExperimentConfig, run_dir: Path) -> tuple[dict[str, Any], float]:
     """The chosen record and search seconds of a cell finished under another --work (another fine-tune
-    recipe), its schedule copied into `run_dir`: the same networks, fine-tuned differently."""
-    if not (source / CELL).is_file():
-        raise SystemExit(f"--schedules-from: {source / CELL} is missing; finish that cell first or drop the option.")
-    old = json.loads((source / CELL).read_text())
+    recipe), or of its row in a written report (e.g. docs/benchmarks/quality.json, which outlives run
+    folders); its schedule saved into `run_dir`: the same networks, fine-tuned differently."""
+    method, seed = cfg.search.agent, cfg.search.seed
+    if source.suffix == ".json":
+        rows = [r for r in json.loads(source.read_text())["details"]
+                if (r["model"], r["method"], r["seed"]) == (cfg.model.name, method, seed)]
+        if not rows:
+            raise SystemExit(f"--schedules-from: {source} has no {cfg.model.name} {method} seed {seed} row; "
+                             "run that cell's search or pick another report.")
+        old = rows[0]
+        schedule = Schedule.from_pruner(env.pruner, old["schedule"], cfg.model.name,
+                                        budget={"kind": cfg.env.budget_kind, "fraction": cfg.env.budget})
+    else:
+        cell_dir = source / cfg.model.name / f"{method}-seed{seed}"
+        if not (cell_dir / CELL).is_file():
+            raise SystemExit(f"--schedules-from: {cell_dir / CELL} is missing; finish that cell first or drop "
+                             "the option.")
+        old = json.loads((cell_dir / CELL).read_text())
+        schedule = Schedule.load(cell_dir / "best_schedule.json")
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "best_schedule.json").write_bytes((source / "best_schedule.json").read_bytes())
+    schedule.save(run_dir / "best_schedule.json")
     best = {"episode": old["best_episode"], "top1": old["val_reward_top1"], "macs_ratio": old["macs_ratio"],
             "evaluations": old["evaluations"], "tournament_val_top1": old.get("tournament_val_top1"),
             "schedule_from": str(source)}
@@ -99,7 +114,7 @@ def run_cell(cfg: ExperimentConfig, env: Any, bundle: Any, method: str, seed: in
         return json.loads((run_dir / CELL).read_text())
     cfg = replace(cfg, search=replace(cfg.search, agent=method, seed=seed, out_dir=str(run_dir)))
     if schedules_from is not None:
-        best, search_s = reused_search(schedules_from / run_dir.parent.name / run_dir.name, run_dir)
+        best, search_s = reused_search(schedules_from, env, cfg, run_dir)
     else:
         best, search_s = search_cell(cfg, env, bundle, run_dir)
     schedule = Schedule.load(run_dir / "best_schedule.json")
@@ -229,8 +244,9 @@ def main() -> None:
     p.add_argument("--kendall", default=None, help="reward_vs_finetune.py JSON to report alongside")
     p.add_argument("--work", default="runs/quality")
     p.add_argument("--schedules-from", default=None,
-                   help="another --work folder: reuse its finished cells' schedules (no search), e.g. to fine-tune "
-                        "the same networks with a longer recipe")
+                   help="another --work folder or a report JSON written by this script (e.g. "
+                        "docs/benchmarks/quality.json): reuse its finished cells' schedules (no search), e.g. to "
+                        "fine-tune the same networks with a longer recipe")
     p.add_argument("--json", required=True)
     p.add_argument("--plot", default=None, help="PNG: top-1 before and after fine-tuning per method and seed")
     p.add_argument("--report-only", action="store_true",
