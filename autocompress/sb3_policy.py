@@ -3,7 +3,7 @@
 What acts in an SB3 agent is a plain MLP behind a flattening feature extractor: for PPO / A2C the policy
 branch of `mlp_extractor` followed by `action_net` (action logits, or the Gaussian mean for continuous
 actions); for DQN the Q-network. `extract_policy` joins them into one `nn.Sequential` (observation -> outputs)
-whose state dict loads into the zoo's `mlp_policy_tanh` / `mlp_policy_relu`, and whose deterministic action
+whose state dict loads into the zoo's `mlp_policy_tanh` / `mlp_policy_relu` (2 x 256; `_64` for 2 x 64), and whose deterministic action
 (argmax, or the mean clipped to the bounds) is SB3's `predict(obs, deterministic=True)`.
 Needs the `dev` extra (`pip install stable-baselines3`).
 """
@@ -19,10 +19,10 @@ from torch import nn
 
 from autocompress.atomic import atomic_torch_save
 from autocompress.config import AutocompressError
+from autocompress.models.mlp_policy import ACTIVATIONS, WIDTHS, policy_zoo_name
 
-ZOO_BY_ACTIVATION = {nn.Tanh: "mlp_policy_tanh", nn.ReLU: "mlp_policy_relu"}
-"""The zoo model an extracted 2 x 256 policy loads into, by its activation."""
 ZOO_HIDDEN = [256, 256]
+"""The default net_arch (the RL Zoo's); `train_agent(hidden=...)` takes any 2 x w with w in WIDTHS."""
 
 PRESETS: dict[tuple[str, str], dict[str, Any]] = {
     # RL Baselines3 Zoo's tuned hyper-parameters (without observation normalisation, which the extracted
@@ -52,17 +52,21 @@ def _sb3() -> Any:
                        '(or pip install -e ".[dev]").') from None
 
 
-def train_agent(algo: str, env_id: str, timesteps: int, seed: int = 0, path: str | Path | None = None) -> Any:
-    """An SB3 `algo` agent (ppo, dqn) with net_arch [256, 256], trained on `env_id` for `timesteps` steps with
-    PRESETS' hyper-parameters (SB3's defaults otherwise); saved to `path` (.zip) when given."""
+def train_agent(algo: str, env_id: str, timesteps: int, seed: int = 0, path: str | Path | None = None,
+                hidden: list[int] | None = None) -> Any:
+    """An SB3 `algo` agent (ppo, dqn) with net_arch `hidden` (default [256, 256]), trained on `env_id` for
+    `timesteps` steps with PRESETS' hyper-parameters (SB3's defaults otherwise); saved to `path` (.zip) when given."""
     if algo not in ALGOS:
         raise SB3Error(f"unknown algorithm {algo!r}; choose one of {', '.join(ALGOS)}.")
+    hidden = list(hidden or ZOO_HIDDEN)
+    if len(hidden) != 2 or hidden[0] != hidden[1] or hidden[0] not in WIDTHS:
+        raise SB3Error(f"net_arch {hidden}: the zoo's policy MLPs are 2 x w with w in {list(WIDTHS)}; pick one.")
     sb3 = _sb3()
     kwargs = dict(PRESETS.get((algo, env_id), {}))
     n_envs = kwargs.pop("n_envs", 1)
     env = sb3.common.env_util.make_vec_env(env_id, n_envs=n_envs, seed=seed)
     cls = sb3.PPO if algo == "ppo" else sb3.DQN
-    agent = cls("MlpPolicy", env, seed=seed, policy_kwargs={"net_arch": list(ZOO_HIDDEN)}, verbose=0,
+    agent = cls("MlpPolicy", env, seed=seed, policy_kwargs={"net_arch": hidden}, verbose=0,
                 device="cpu", **kwargs)
     agent.learn(total_timesteps=timesteps)
     if path is not None:
@@ -102,14 +106,17 @@ def extract_policy(agent: Any) -> nn.Sequential:
 
 
 def zoo_name(net: nn.Sequential) -> str:
-    """The zoo model whose state dict `net` has (2 x 256 hidden, one activation kind), or an SB3Error."""
+    """The zoo model whose state dict `net` has (2 x w hidden, w in WIDTHS, one activation kind), or an SB3Error."""
     linears = [m for m in net if isinstance(m, nn.Linear)]
     acts = {type(m) for m in net if not isinstance(m, nn.Linear)}
     hidden = [m.out_features for m in linears[:-1]]
-    if hidden != ZOO_HIDDEN or len(acts) != 1 or next(iter(acts)) not in ZOO_BY_ACTIVATION:
+    by_class = {cls: name for name, cls in ACTIVATIONS.items()}
+    if (len(hidden) != 2 or hidden[0] != hidden[1] or hidden[0] not in WIDTHS or len(acts) != 1
+            or next(iter(acts)) not in by_class):
         raise SB3Error(f"the policy has hidden widths {hidden} and activations {sorted(a.__name__ for a in acts)}; "
-                       f"the zoo's policy MLPs are {ZOO_HIDDEN} with Tanh or ReLU (train with net_arch {ZOO_HIDDEN}).")
-    return ZOO_BY_ACTIVATION[next(iter(acts))]
+                       f"the zoo's policy MLPs are 2 x w (w in {list(WIDTHS)}) with Tanh or ReLU (train with "
+                       f"net_arch {ZOO_HIDDEN} or [64, 64]).")
+    return policy_zoo_name(by_class[next(iter(acts))], hidden[0])
 
 
 def save_policy(agent: Any, path: str | Path) -> tuple[str, Path]:

@@ -1,7 +1,8 @@
 """Issue #17's RL-agent benchmark: compress the acting network of a Stable-Baselines3 agent end to end.
 
 Per task (CartPole-v1 with PPO, Acrobot-v1 with DQN by default, Hopper-v5 with PPO when MuJoCo is installed:
-`pip install -e ".[mujoco]"`; 2 x 256 MLP policies; a Box action space is scored and cloned as continuous):
+`pip install -e ".[mujoco]"`; 2 x 256 MLP policies, or 2 x 64 with --hidden 64; a Box action space is scored and
+cloned as continuous):
 1. train the agent (or load it from --work/<task>/<algo>/policy.pth) and take out its acting network;
 2. uniform pruning to the MACs budget (`search.agent: uniform`) and a search (--agent, DDPG by default) at the
    same budget with measured latency, both run by the package's pipeline from --config: the reward's accuracy
@@ -16,6 +17,8 @@ rerun; an unfinished search resumes from its checkpoint.
     python scripts/bench_rl_policy.py                       # the full benchmark (see --help for the sizes)
     python scripts/bench_rl_policy.py --timesteps 3000 --search-episodes 4 --test-episodes 5 \\
         --bc-observations 2000 --ft-epochs 1 --work /tmp/rl --out /tmp/rl/rl_policy.json   # a smoke test
+    python scripts/bench_rl_policy.py --tasks Hopper-v5:ppo --hidden 64 --work runs/rl_policy_h64 \
+        --out docs/benchmarks/rl_policy_h64.json            # SB3's default PPO width: less over-parameterised
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from plot_utils import cpu_model, write_json_atomic
 from autocompress import sb3_policy
 from autocompress.config import AutocompressError, ExperimentConfig, RLTaskConfig, load_config
 from autocompress.measure.rollouts import make_env
+from autocompress.models.mlp_policy import WIDTHS
 from autocompress.pipeline import run_experiment
 
 REPO = Path(__file__).resolve().parent.parent
@@ -55,6 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"env_id:algo pairs (default: CartPole-v1:ppo Acrobot-v1:dqn, and {MUJOCO_TASK} if MuJoCo "
                         "is installed)")
     p.add_argument("--timesteps", type=int, default=None, help="agent training steps (default: TIMESTEPS)")
+    p.add_argument("--hidden", type=int, default=sb3_policy.ZOO_HIDDEN[0], choices=WIDTHS,
+                   help="the agents' policy width w (net_arch [w, w]); 64 is SB3's default for PPO")
     p.add_argument("--agent", default=None, help="search agent (default: the config's)")
     p.add_argument("--search-episodes", type=int, default=None, help="default: the config's")
     p.add_argument("--test-episodes", type=int, default=None, help="report episodes (default: the config's)")
@@ -84,21 +90,24 @@ def action_kind(task: RLTaskConfig) -> str:
         env.close()
 
 
-def trained_policy(algo: str, env_id: str, timesteps: int, seed: int, folder: Path) -> dict[str, Any]:
-    """The agent's acting network as a state dict in `folder` (trained once, then read back)."""
+def trained_policy(algo: str, env_id: str, timesteps: int, seed: int, folder: Path,
+                   hidden: int = sb3_policy.ZOO_HIDDEN[0]) -> dict[str, Any]:
+    """The agent's acting network (2 x `hidden`) as a state dict in `folder` (trained once, then read back)."""
     info_path = folder / "policy.json"
     if info_path.is_file():
         info = json.loads(info_path.read_text())
-        if (info["timesteps"], info["seed"]) != (timesteps, seed):
-            sys.exit(f"{folder} holds an agent trained for {info['timesteps']} steps with seed {info['seed']}, not "
-                     f"{timesteps} / {seed}; delete the folder or give another --work.")
+        old = (info["timesteps"], info["seed"], info["net_arch"][0])
+        if old != (timesteps, seed, hidden):
+            sys.exit(f"{folder} holds an agent trained for {old[0]} steps with seed {old[1]} and width {old[2]}, not "
+                     f"{timesteps} / {seed} / {hidden}; delete the folder or give another --work.")
         return info
     start = time.perf_counter()
-    agent = sb3_policy.train_agent(algo, env_id, timesteps, seed=seed, path=folder / "agent.zip")
+    agent = sb3_policy.train_agent(algo, env_id, timesteps, seed=seed, path=folder / "agent.zip",
+                                   hidden=[hidden, hidden])
     name, weights = sb3_policy.save_policy(agent, folder / "policy.pth")
     info = {"algo": algo, "env_id": env_id, "timesteps": timesteps, "seed": seed, "zoo_model": name,
             "weights": str(weights), "train_s": time.perf_counter() - start,
-            "hyperparameters": sb3_policy.PRESETS.get((algo, env_id), "SB3 defaults"), "net_arch": sb3_policy.ZOO_HIDDEN}
+            "hyperparameters": sb3_policy.PRESETS.get((algo, env_id), "SB3 defaults"), "net_arch": [hidden, hidden]}
     write_json_atomic(info_path, info)
     return info
 
@@ -166,7 +175,7 @@ def task_rows(base: ExperimentConfig, args: argparse.Namespace, spec: str) -> tu
     algo = algo or "ppo"
     folder = Path(args.work) / env_id / algo
     steps = args.timesteps or TIMESTEPS.get((algo, env_id), 100_000)
-    policy = trained_policy(algo, env_id, steps, args.seed, folder)
+    policy = trained_policy(algo, env_id, steps, args.seed, folder, args.hidden)
     uniform = method_cell(base, args, policy, "uniform", folder)
     search = method_cell(base, args, policy, "search", folder)
     unpruned = unpruned_row(env_id, uniform["details"]["baseline"], uniform["rows"][0]["episodes"])

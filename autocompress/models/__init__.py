@@ -15,7 +15,7 @@ from torch import nn
 
 from autocompress.models.cifar_resnet import CifarResNet, PadShortcut, ShortcutConv, cifar_resnet
 from autocompress.models.errors import ModelError
-from autocompress.models.mlp_policy import mlp_policy_relu, mlp_policy_tanh
+from autocompress.models.mlp_policy import POLICY_ZOO
 from autocompress.models.mobilenetv2 import mobilenetv2_cifar
 from autocompress.models.sequence import lstm_seq_fmnist
 from autocompress.models.tiny import tiny_cnn
@@ -44,8 +44,7 @@ _ZOO: dict[str, Callable[..., nn.Module]] = {
     "mobilenetv2_cifar": mobilenetv2_cifar,
     "tiny_cnn": tiny_cnn,
     "lstm_seq_fmnist": lstm_seq_fmnist,
-    "mlp_policy_tanh": mlp_policy_tanh,
-    "mlp_policy_relu": mlp_policy_relu,
+    **POLICY_ZOO,
 }
 
 

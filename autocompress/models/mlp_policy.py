@@ -2,17 +2,23 @@
 `nn.Sequential`s that Torch-Pruning prunes like any network.
 
 The layout (Linear, activation, Linear, activation, Linear; state-dict keys 0, 2, 4) is that of a
-Stable-Baselines3 policy with net_arch [256, 256] once its policy MLP and action head are joined
-(`autocompress.sb3_policy.extract_policy`): Tanh for PPO / A2C, ReLU for DQN's Q-network. For a policy,
-`in_channels` is the observation size and `num_classes` the number of outputs.
+Stable-Baselines3 policy with net_arch [256, 256] (the RL Zoo's width) or [64, 64] (SB3's default for PPO) once
+its policy MLP and action head are joined (`autocompress.sb3_policy.extract_policy`): Tanh for PPO / A2C, ReLU
+for DQN's Q-network. For a policy, `in_channels` is the observation size and `num_classes` the number of outputs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 from torch import nn
 
 HIDDEN = (256, 256)
-"""Hidden widths of the zoo's policy MLPs (Stable-Baselines3's net_arch)."""
+"""Hidden widths of the default zoo policy MLPs (Stable-Baselines3's net_arch)."""
+ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU}
+WIDTHS = (256, 64)
+"""Each width w gives 2 x w zoo MLPs; 256 keeps the plain names, others get a `_<w>` suffix."""
 
 
 def mlp_policy(num_classes: int = 2, in_channels: int = 4, activation: type[nn.Module] = nn.Tanh,
@@ -27,11 +33,14 @@ def mlp_policy(num_classes: int = 2, in_channels: int = 4, activation: type[nn.M
     return nn.Sequential(*layers)
 
 
-def mlp_policy_tanh(num_classes: int = 2, in_channels: int = 4) -> nn.Sequential:
-    """A 2 x 256 Tanh MLP: SB3 PPO / A2C's policy network with its action head."""
-    return mlp_policy(num_classes, in_channels, nn.Tanh)
+def policy_zoo_name(activation: str, width: int) -> str:
+    """`mlp_policy_<activation>` for the 2 x 256 MLP, `mlp_policy_<activation>_<width>` for the others."""
+    return f"mlp_policy_{activation}" + ("" if width == HIDDEN[0] else f"_{width}")
 
 
-def mlp_policy_relu(num_classes: int = 2, in_channels: int = 4) -> nn.Sequential:
-    """A 2 x 256 ReLU MLP: SB3 DQN's Q-network."""
-    return mlp_policy(num_classes, in_channels, nn.ReLU)
+POLICY_ZOO: dict[str, Callable[..., nn.Sequential]] = {
+    policy_zoo_name(act, w): partial(mlp_policy, activation=cls, hidden=(w, w))
+    for act, cls in ACTIVATIONS.items() for w in WIDTHS
+}
+"""Zoo entries: 2 x w MLPs per activation (Tanh: SB3 PPO / A2C's policy with its action head; ReLU: DQN's
+Q-network)."""
