@@ -183,7 +183,8 @@ def paired_tests(work: Path, rows: list[dict[str, Any]], a: str, b: str, model: 
 
 
 def summarise(rows: list[dict[str, Any]], work: Path) -> dict[str, Any]:
-    """Per model and method: mean/std over seeds; the best search vs the best non-RL baseline, paired."""
+    """Per model and method: mean/std over seeds; the best RL search vs the best non-RL baseline and vs
+    uniform, paired."""
     out: dict[str, Any] = {"per_method": {}, "paired_tests": []}
     for model in sorted({r["model"] for r in rows}):
         stats = {}
@@ -200,9 +201,11 @@ def summarise(rows: list[dict[str, Any]], work: Path) -> dict[str, Any]:
         if rl and base:
             best_rl = max(rl, key=lambda m: stats[m]["top1_after_ft_mean"])
             best_base = max(base, key=lambda m: stats[m]["top1_after_ft_mean"])
-            test = paired_tests(work, rows, best_rl, best_base, model)
-            if test:
-                out["paired_tests"].append(test)
+            # the best non-RL baseline, and uniform too (the issue's other target) when it is not that baseline
+            for other in dict.fromkeys([best_base] + (["uniform"] if "uniform" in stats else [])):
+                test = paired_tests(work, rows, best_rl, other, model)
+                if test:
+                    out["paired_tests"].append(test)
     return out
 
 
