@@ -81,13 +81,17 @@ def top1_batch1(fn: Callable[[torch.Tensor], torch.Tensor], test: Any) -> float:
     return 100.0 * correct / total
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default="experiments/resnet20-cifar10jpeg-macs50.yaml")
     p.add_argument("--calib", type=int, default=128, help="calibration images (training split)")
-    p.add_argument("--rounds", type=int, default=300)
+    p.add_argument("--rounds", type=int, default=300, help="timed calls of each program, in alternation")
     p.add_argument("--json", required=True)
-    args = p.parse_args()
+    return p.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     torch.set_num_threads(1)
     cfg = load_config(args.config)
     bundle = load_data(cfg.data)
