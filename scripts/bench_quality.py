@@ -234,7 +234,7 @@ def collect(work: Path) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (r["model"], r["method"], r["seed"]))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--configs", nargs="+", required=True, help="experiment YAMLs (one per model)")
     p.add_argument("--methods", nargs="+", default=list(AGENTS), choices=list(AGENTS))
@@ -256,7 +256,7 @@ def main() -> None:
                    help="run nothing: rebuild the JSON and plot from the finished cells (e.g. while cells still run)")
     p.add_argument("--retime", action="store_true",
                    help="only re-measure the speedups of every finished cell (run it on a quiet machine)")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     work = Path(args.work)
     adapted: dict[str, float] = {}
