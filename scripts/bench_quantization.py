@@ -218,13 +218,33 @@ def main() -> None:
         for row in pruned_rows(load_config(args.configs[0]), Path(cell_dir), args, work):
             print(f"{row['model']:18} {row['method']:16} top-1 {row['top1']:.2f}  speedup "
                   f"{row['speedup_measured']:.2f}x  {row['bytes'] / 1e6:.2f} MB  ({row['from']})", file=sys.stderr)
+    write_report(args, work)
+
+
+def merged(previous: list[dict[str, Any]], found: list[dict[str, Any]], key: Any) -> list[dict[str, Any]]:
+    """`found` plus the earlier report's entries that nothing in `found` replaces (by `key`): a --work folder
+    lost between sittings does not take its rows out of the report."""
+    have = {key(r) for r in found}
+    return found + [r for r in previous if key(r) not in have]
+
+
+def write_report(args: argparse.Namespace, work: Path) -> None:
+    """The JSON from every finished row in `work`, and the rows of an existing --json that `work` lacks."""
+    old = json.loads(Path(args.json).read_text()) if Path(args.json).is_file() else {}
     found = [json.loads(q.read_text()) for q in sorted(work.glob("*/*.json"))]
-    rows = [r for r in found if r.get("method") in METHODS + SEARCH_METHODS]
+    rows = merged(old.get("details", []), [r for r in found if r.get("method") in METHODS + SEARCH_METHODS],
+                  lambda r: (r["model"], r["method"], r["target_speedup"]))
+    rows.sort(key=lambda r: (r["model"], r["method"], r["target_speedup"] or 0.0))
+    extra = merged(old.get("extra_rows", []), [r for r in found if r.get("method") in PRUNED_METHODS],
+                   lambda r: (r["model"], r["method"], r["from"]))
+    sens = merged([r for r in old.get("int8_sensitivity", []) if "val_images" in r],  # not the stray LUTs of old
+                  [json.loads(q.read_text()) for q in sorted(work.glob("*/int8_sensitivity.json"))],
+                  lambda r: r["model"])
     write_json_atomic(args.json, {
         "rows": [{k: r[k] for k in ROW_KEYS} for r in rows],  # exactly issue #15's shape
         "details": rows,
-        "extra_rows": [r for r in found if r.get("method") in PRUNED_METHODS],
-        "int8_sensitivity": [r for r in found if "layers" in r],
+        "extra_rows": extra,
+        "int8_sensitivity": sens,
         "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
         "note": "speedup: ONNX Runtime, batch 1, 1 thread, median of per-pair ratios against the FP32 network "
                 "timed in alternation; fp32/int8_ptq rows are not fine-tuned (top-1 before = after); search rows "
