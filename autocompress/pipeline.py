@@ -39,6 +39,8 @@ from autocompress.search import (
     Search,
     SearchResult,
     best_schedule,
+    episodes_meeting_target,
+    latency_target,
     lock_run_folder,
 )
 from autocompress.tournament import run_tournament
@@ -136,7 +138,11 @@ def choose_by_tournament(cfg: ExperimentConfig, env: NetCompressEnv, bundle: Dat
     judge = None
     if isinstance(bundle, PolicyBundle):
         judge = PolicyJudge(env, bundle, cfg.tournament.lr, cfg.tournament.seed)
-    outcome = run_tournament(cfg.tournament, env, bundle, result.run_dir, progress, judge=judge)
+    eligible = episodes_meeting_target(result.run_dir, latency_target(cfg))
+    if eligible is not None:
+        _say(progress, f"tournament: only among the {len(eligible)} re-timed policies that met the "
+                       f"{latency_target(cfg):.2f}x target")
+    outcome = run_tournament(cfg.tournament, env, bundle, result.run_dir, progress, judge=judge, eligible=eligible)
     winner = outcome["winner"]
     _, info = env.evaluator.evaluate(winner["schedule"], precision=winner.get("precision"))
     best = {**{k: v for k, v in info.items() if k not in ("group", "prune_ratio", "cached")},

@@ -348,7 +348,7 @@ class Search:
             return
         history = self.run_dir / "history.jsonl"
         records = [json.loads(line) for line in history.read_text().splitlines()] if history.exists() else []
-        target = 1.0 / self.cfg.env.budget if self.cfg.env.budget_kind == "latency" else None
+        target = latency_target(self.cfg)
         pools = [records]
         if target is not None:
             pools.append([r for r in records if r.get("speedup", 0.0) >= target])
@@ -512,6 +512,26 @@ spread of a 30-pair median on a quiet 2-core CPU, so that timing noise alone doe
 def meets_target(speedup: float, target_speedup: float) -> bool:
     """Whether a re-timed speedup counts as reaching the target, within CONFIRM_TOLERANCE."""
     return speedup >= target_speedup * (1.0 - CONFIRM_TOLERANCE)
+
+
+def latency_target(cfg: ExperimentConfig) -> float | None:
+    """The speedup a latency budget asks for (budget 0.5: 2x), or None for other budgets."""
+    return 1.0 / cfg.env.budget if cfg.env.budget_kind == "latency" else None
+
+
+def episodes_meeting_target(run_dir: Path, target_speedup: float | None) -> set[int] | None:
+    """Episodes whose policy met the latency target when the search re-timed its leaders (confirmed.json).
+
+    None when there is no target, nothing was re-timed, or no re-timed policy met it: then nothing narrows
+    the choice. Later steps that choose among the leaders (the tournament) keep to this set, so that a policy
+    whose short episode timing was lucky cannot win after its re-timing showed it slower than asked.
+    """
+    path = Path(run_dir) / "confirmed.json"
+    if target_speedup is None or not path.is_file():
+        return None
+    meeting = {int(r["episode"]) for r in json.loads(path.read_text())
+               if r.get("speedup") is not None and meets_target(float(r["speedup"]), target_speedup)}
+    return meeting or None
 
 
 def choose_confirmed(confirmed: list[dict[str, Any]], target_speedup: float | None) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Collection, Hashable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -88,14 +88,17 @@ class ClassificationJudge:
 
 
 def run_tournament(cfg: TournamentConfig, env: Any, bundle: Any, run_dir: Path, progress: bool = True,
-                   judge: Judge | None = None) -> dict[str, Any]:
+                   judge: Judge | None = None, eligible: Collection[int] | None = None) -> dict[str, Any]:
     """Successive halving over the search's leaders; the winner's history record and every round's scores.
-    `judge` scores each finalist (default: val top-1 after a short distilled fine-tune on `bundle`)."""
+    `judge` scores each finalist (default: val top-1 after a short distilled fine-tune on `bundle`);
+    `eligible` (episodes), when given, is where the finalists come from: e.g. those that met a latency target."""
     path = Path(run_dir) / TOURNAMENT
     if path.is_file():
         return json.loads(path.read_text())
-    lines = (Path(run_dir) / "history.jsonl").read_text().splitlines()
-    alive = leaders([json.loads(line) for line in lines], env.evaluator.network_key, cfg.finalists)
+    records = [json.loads(line) for line in (Path(run_dir) / "history.jsonl").read_text().splitlines()]
+    if eligible is not None:
+        records = [r for r in records if r["episode"] in set(eligible)]
+    alive = leaders(records, env.evaluator.network_key, cfg.finalists)
     judge = ClassificationJudge(cfg, env, bundle) if judge is None else judge
     rounds, batches, scores = [], cfg.ft_batches, [float("nan")]
     while len(alive) > 1:
@@ -111,6 +114,7 @@ def run_tournament(cfg: TournamentConfig, env: Any, bundle: Any, run_dir: Path, 
         alive, scores = [alive[i] for i in order[: (len(alive) + 1) // 2]], [scores[i] for i in order]
         batches *= 2
     result = {"winner": alive[0], "winner_val_top1": scores[0], **judge.scored_on, "rounds": rounds,
+              "eligible": None if eligible is None else sorted(eligible),
               "config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}}
     atomic_write_text(path, json.dumps(result, indent=1, default=float))
     return result

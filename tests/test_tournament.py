@@ -59,3 +59,51 @@ def test_short_finetune_improves_a_pruned_network(tmp_path) -> None:
     tournament.short_finetune(pruned, bundle, 30, 0.02, env.model, seed=0)
     after = evaluate_tensors(pruned, env.data.val_images, env.data.val_labels).top1
     assert after > before
+
+
+class ScheduleJudge:
+    """A judge whose verdict is known in advance (it prefers lighter pruning of the first group), so the test
+    can tell which finalists were judged and who must win."""
+
+    scored_on: dict = {"val_images": 0}
+    label = "score"
+
+    def __init__(self) -> None:
+        self.judged: list[dict] = []
+
+    def __call__(self, schedule, batches, precision=None) -> float:
+        self.judged.append(dict(schedule))
+        return 100.0 * (1.0 - next(iter(schedule.values())))
+
+
+def test_tournament_keeps_to_the_eligible_episodes(tmp_path) -> None:
+    from autocompress.pipeline import build
+
+    cfg = small_config(tmp_path / "env", "random", episodes=1)
+    env, bundle = build(cfg, progress=False)
+    first = env.group_names[0]
+    run = tmp_path / "run"
+    run.mkdir()
+    # episodes 0 and 1 lead on reward and would win; only 2 and 3 met the (hypothetical) latency target
+    records = [{"episode": i, "reward": 1.0 - 0.1 * i, "schedule": {first: ratio}}
+               for i, ratio in enumerate([0.1, 0.2, 0.5, 0.3])]
+    (run / "history.jsonl").write_text("\n".join(json.dumps(r) for r in records))
+    judge = ScheduleJudge()
+    result = tournament.run_tournament(TournamentConfig(finalists=4), env, bundle, run, progress=False,
+                                       judge=judge, eligible={2, 3})
+    assert result["rounds"][0]["episodes"] == [2, 3]
+    assert {s[first] for s in judge.judged} == {0.5, 0.3}
+    assert result["winner"]["episode"] == 3 and result["eligible"] == [2, 3]
+
+
+def test_episodes_meeting_target_reads_the_retimed_leaders(tmp_path) -> None:
+    from autocompress.search import episodes_meeting_target
+
+    assert episodes_meeting_target(tmp_path, 2.0) is None  # nothing re-timed
+    (tmp_path / "confirmed.json").write_text(json.dumps([
+        {"episode": 226, "speedup": 1.97, "chosen": True},  # within CONFIRM_TOLERANCE of 2x
+        {"episode": 283, "speedup": 1.77, "chosen": False},
+        {"episode": 170, "speedup": 2.40, "chosen": False}]))
+    assert episodes_meeting_target(tmp_path, 2.0) == {226, 170}
+    assert episodes_meeting_target(tmp_path, None) is None  # no latency budget: nothing narrows the choice
+    assert episodes_meeting_target(tmp_path, 3.0) is None  # none met it: the tournament takes the reward leaders
