@@ -146,7 +146,9 @@ def choose_by_tournament(cfg: ExperimentConfig, env: NetCompressEnv, bundle: Dat
     winner = outcome["winner"]
     _, info = env.evaluator.evaluate(winner["schedule"], precision=winner.get("precision"))
     best = {**{k: v for k, v in info.items() if k not in ("group", "prune_ratio", "cached")},
-            "episode": winner["episode"], "reward": winner["reward"], "tournament_val_top1": outcome["winner_val_top1"]}
+            "episode": winner["episode"], "reward": winner["reward"]}
+    if outcome["winner_val_top1"] is not None:
+        best["tournament_val_top1"] = outcome["winner_val_top1"]
     best_schedule(env, cfg, best).save(result.run_dir / BEST_SCHEDULE)
     return replace(result, best=best)
 

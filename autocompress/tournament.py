@@ -113,7 +113,8 @@ def run_tournament(cfg: TournamentConfig, env: Any, bundle: Any, run_dir: Path, 
         order = sorted(range(len(alive)), key=lambda i: (-scores[i], alive[i]["episode"]))
         alive, scores = [alive[i] for i in order[: (len(alive) + 1) // 2]], [scores[i] for i in order]
         batches *= 2
-    result = {"winner": alive[0], "winner_val_top1": scores[0], **judge.scored_on, "rounds": rounds,
+    result = {"winner": alive[0], "winner_val_top1": scores[0] if rounds else None,  # a lone finalist: unjudged
+              **judge.scored_on, "rounds": rounds,
               "eligible": None if eligible is None else sorted(eligible),
               "config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}}
     atomic_write_text(path, json.dumps(result, indent=1, default=float))

@@ -95,6 +95,17 @@ def test_tournament_keeps_to_the_eligible_episodes(tmp_path) -> None:
     assert {s[first] for s in judge.judged} == {0.5, 0.3}
     assert result["winner"]["episode"] == 3 and result["eligible"] == [2, 3]
 
+    lone = tmp_path / "lone"  # one policy met the target: it wins unjudged, with no made-up score
+    lone.mkdir()
+    (lone / "history.jsonl").write_text((run / "history.jsonl").read_text())
+    judge = ScheduleJudge()
+    result = tournament.run_tournament(TournamentConfig(finalists=4), env, bundle, lone, progress=False,
+                                       judge=judge, eligible={1})
+    assert result["winner"]["episode"] == 1 and result["winner_val_top1"] is None
+    assert result["rounds"] == [] and judge.judged == []
+    json.loads((lone / tournament.TOURNAMENT).read_text(),  # strict JSON: no NaN written
+               parse_constant=lambda name: pytest.fail(f"{name} in tournament.json"))
+
 
 def test_episodes_meeting_target_reads_the_retimed_leaders(tmp_path) -> None:
     from autocompress.search import episodes_meeting_target
