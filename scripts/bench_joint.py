@@ -58,6 +58,30 @@ def deployed(model: torch.nn.Module, schedule: Schedule, calib: torch.Tensor) ->
     return quantize_layers(model.eval(), calib, schedule.layer_precision(), quant_config(schedule))
 
 
+REACH = (("env.prune.scope: all", "lut-all.json", lambda env: replace(env, prune=replace(env.prune, scope="all"))),
+         ("env.max_ratio: 0.9", "lut-all-0.9.json", lambda env: replace(env, max_ratio=max(env.max_ratio, 0.9))),
+         ("env.prune.min_channels: 8", "lut-all-0.9-min8.json",
+          lambda env: replace(env, prune=replace(env.prune, min_channels=min(env.prune.min_channels, 8)))))
+"""What a cell may widen, in order, when the latency table says its target is out of reach: every group
+prunable (ResNet-20's pruning-only 2x needs it), then up to 90% of a group, then groups down to 8 channels
+(the joint configs' 16-channel floor is for INT8 kernels; ResNet-56's pruning-only 2x in FP32 needs all three)."""
+
+
+def build_reachable(cfg: ExperimentConfig, label: str, work: Path) -> tuple[ExperimentConfig, Any, Any]:
+    """`build(cfg)`, widened step by step (REACH) while the table calls the target unreachable."""
+    widenings = iter(REACH)
+    while True:
+        try:
+            return (cfg, *build(cfg))
+        except ConfigError as exc:
+            step = next(widenings, None)
+            if "unreachable" not in str(exc) or step is None:
+                raise
+            name, lut, widen = step
+            print(f"{label}: {exc} -> {name}", file=sys.stderr)
+            cfg = replace(cfg, env=replace(widen(cfg.env), lut_path=str(work / lut)))
+
+
 def search_row(base: ExperimentConfig, joint: ExperimentConfig, method: str, target: float,
                args: argparse.Namespace, work: Path) -> dict[str, Any]:
     path = work / base.model.name / f"{method}@{target:g}x.json"
@@ -65,15 +89,7 @@ def search_row(base: ExperimentConfig, joint: ExperimentConfig, method: str, tar
         return json.loads(path.read_text())
     run_dir = work / base.model.name / f"{method}@{target:g}x-seed{args.seed}"
     cfg = cell_config(base, joint, method, target, run_dir, args.episodes, args.ft_epochs, args.seed)
-    try:
-        env, bundle = build(cfg)
-    except ConfigError as exc:  # pruning the blocks' inner channels alone cannot reach the target: all groups
-        if "unreachable" not in str(exc) or cfg.env.prune.scope == "all":
-            raise
-        print(f"{method}@{target:g}x: {exc} -> env.prune.scope: all", file=sys.stderr)
-        cfg = replace(cfg, env=replace(cfg.env, prune=replace(cfg.env.prune, scope="all"),
-                                       lut_path=str(run_dir.parent / "lut-all.json")))
-        env, bundle = build(cfg)
+    cfg, env, bundle = build_reachable(cfg, f"{method}@{target:g}x", run_dir.parent)
     best, search_s = search_cell(cfg, env, bundle, run_dir)
     schedule = Schedule.load(run_dir / "best_schedule.json")
     calib = env.evaluator.data.calib_images  # what the search calibrated its INT8 candidates on
