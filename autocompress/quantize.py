@@ -158,6 +158,8 @@ def quantize_layers(model: nn.Module, calib_images: torch.Tensor, precision: Map
     bad = sorted({p for p in precision.values()} - set(PRECISIONS))
     if bad:
         raise QuantizationError(f"precision {bad[0]!r} is not one of {', '.join(PRECISIONS)}.")
+    present = dict(model.named_modules())
+    precision = {n: p for n, p in precision.items() if n in present}  # a removed block's layers are gone
     if not any(p == "int8" for p in precision.values()):
         return model
     return quantize_int8(model, calib_images, cfg, keep_fp32=[n for n, p in precision.items() if p == "fp32"])

@@ -55,7 +55,7 @@ def _broken(schedule: Schedule, edit) -> str:
     "edit, match",
     [
         (lambda d: d.update(format="other"), "not an autocompress schedule"),
-        (lambda d: d.update(version=4), "version 4 is not supported"),
+        (lambda d: d.update(version=5), "version 5 is not supported"),
         (lambda d: d.pop("groups"), r"missing key\(s\) \['groups'\]"),
         (lambda d: d.update(extra=1), r"unknown key\(s\) \['extra'\]"),
         (lambda d: d["model"].pop("structure_hash"), "'model' must be"),
@@ -69,7 +69,7 @@ def _broken(schedule: Schedule, edit) -> str:
         (lambda d: d["groups"][1].update(prune_ratio=True), "group 'layer1.0.conv1': prune_ratio True"),
         (lambda d: d["groups"][1].update(prune_ratio=float("inf")), "group 'layer1.0.conv1': prune_ratio inf"),
         (lambda d: d["groups"][1].update(prune_ratio=None), "group 'layer1.0.conv1': prune_ratio None"),
-        (lambda d: d["groups"][0].update(channels_before=10**40), "'channels_before' must be a positive integer"),
+        (lambda d: d["groups"][0].update(channels_before=10**40), "'channels_before' must be an integer in \\[1, "),
         (lambda d: d["groups"][0].update(channels_after=1), r"prune_ratio 0\.25 keeps about 6 of 8 channels, but"),
         (lambda d: d["groups"][0].update(prune_ratio=0.0), "removes none of the 8 channels but channels_after is 6"),
         (lambda d: d.update(metrics={"deep": json.loads("[" * 100 + "]" * 100)}), "'metrics' is nested more than"),

@@ -298,7 +298,8 @@ class Evaluator:
         return stop
 
     def _precision_info(self, precision: Mapping[str, str] | None, model: nn.Module) -> dict[str, Any]:
-        layers = self.layer_precision(precision)
+        deployed = getattr(model, "precision", None)  # an INT8 model lists the layers it has (removed blocks: none)
+        layers = dict(deployed) if isinstance(deployed, Mapping) else self.layer_precision(precision)
         return {"precision": {g.name: (precision or {}).get(g.name, "fp32") for g in self.pruner.groups},
                 "layer_precision": layers, "int8_layers": sum(p == "int8" for p in layers.values()),
                 "bytes": getattr(model, "nbytes", None)}

@@ -16,7 +16,7 @@ import gymnasium as gym
 import numpy as np
 from torch import nn
 
-from autocompress.config import ConfigError, EnvConfig
+from autocompress.config import DROP_ACTION, ConfigError, EnvConfig
 from autocompress.envs import features
 from autocompress.envs.constraints import BudgetWall
 from autocompress.envs.evaluator import EnvData, Evaluator
@@ -65,7 +65,8 @@ class NetCompressEnv(gym.Env):
     `Box(0, 1, (1,), float32)`: mapped linearly to a prune ratio (share of channels removed; with sparsity
     unstructured, share of weights zeroed) in `[min_ratio, max_ratio]`, then raised by the budget wall if needed
     so that the budget can still be met by pruning every later group at `max_ratio`. The applied ratio is in
-    `info["prune_ratio"]`.
+    `info["prune_ratio"]`. With `drop_blocks`, an action >= `config.DROP_ACTION` on a group that is a residual
+    block's inner width removes the block (prune ratio 1.0; `pruner.droppable` lists those groups).
     Finite actions outside [0, 1] are clipped (as AMC's); NaN, +-inf, non-numbers and arrays that do not
     hold exactly one value raise ConfigError.
 
@@ -241,9 +242,9 @@ class NetCompressEnv(gym.Env):
         values = np.clip(_finite_numbers(action, int(self.action_space.shape[0])), 0.0, 1.0)
         lo, hi = self.cfg.min_ratio, self.cfg.max_ratio
         group = self.groups[self._index]
-        ratio = self.wall.clip(self._ratios, self._index, lo + float(values[0]) * (hi - lo))
+        ratio = self._prune_ratio(group.name, float(values[0]))
         self._ratios[group.name] = ratio
-        self._prev_action = (ratio - lo) / (hi - lo) if hi > lo else 0.0
+        self._prev_action = min((ratio - lo) / (hi - lo), 1.0) if hi > lo else 0.0
         info: dict[str, Any] = {"group": group.name, "prune_ratio": ratio}
         if self.joint:
             n = len(self.precision_choices)
@@ -268,6 +269,15 @@ class NetCompressEnv(gym.Env):
         return obs, reward, terminated, False, info
 
     # ----------------------------------------------------------------- internals
+    def _prune_ratio(self, group: str, action: float) -> float:
+        """The ratio an action in [0, 1] applies to the current group: 1.0 (the block removed) at the top end of
+        a droppable group's range with env.drop_blocks, else mapped into [min_ratio, max_ratio] and raised by
+        the budget wall (removing a block only lowers the cost, so the wall never needs to see it)."""
+        if self.cfg.drop_blocks and action >= DROP_ACTION and group in self.pruner.droppable:
+            return 1.0
+        lo, hi = self.cfg.min_ratio, self.cfg.max_ratio
+        return self.wall.clip(self._ratios, self._index, lo + action * (hi - lo))
+
     def _observe(self) -> np.ndarray:
         row = self._static[min(self._index, len(self.groups) - 1)]
         kept = self.pruner.kept_channels(self._ratios)

@@ -67,6 +67,12 @@ class BasicBlock(nn.Module):
                 raise ValueError("option A/B shortcuts need stride 2 and doubled channels")
             self.shortcut = PadShortcut(planes // 4) if shortcut == "A" else ShortcutConv(in_planes, planes)
 
+    @property
+    def droppable_inner(self) -> str | None:
+        """The layer whose output channels are the branch's inner width, when the whole block may be removed
+        (identity shortcut: without the branch it is relu(x) = x on its non-negative input); else None."""
+        return "conv1" if isinstance(self.shortcut, nn.Identity) else None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))

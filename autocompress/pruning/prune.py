@@ -19,6 +19,7 @@ from autocompress.config import PruneConfig
 from autocompress.measure.flops import CostModel, LayerSpec
 from autocompress.pruning.attention import head_weights
 from autocompress.pruning.criteria import get_importance, group_scores, unit_scores
+from autocompress.pruning.depth import drop_blocks, droppable_blocks, dropped
 from autocompress.pruning.errors import PruneError
 from autocompress.pruning.fingerprint import structure_hash
 from autocompress.pruning.groups import PlanItem, PruneGroup, analyze_model
@@ -59,6 +60,8 @@ class Pruner:
         self.layer_specs: list[LayerSpec] = list(self._analysis.layer_specs)
         self.cost_model: CostModel = self._analysis.cost_model()
         self._by_name = {g.name: g for g in self.all_groups}
+        self.droppable: dict[str, str] = droppable_blocks(self._snapshot, self.all_groups)
+        """Group -> residual block it is the inner width of; prune ratio 1.0 (0 channels) removes that block."""
         self._order: dict[str, np.ndarray] = {}
         self._scores: dict[str, np.ndarray] = {}
         if self.cfg.criterion != "random":
@@ -114,10 +117,14 @@ class Pruner:
             if isinstance(ratio, bool) or not isinstance(ratio, (int, float, np.floating, np.integer)):
                 raise PruneError(f"group {name!r}: prune ratio {ratio!r} is not a number; give a value in [0, 1).")
             r = float(ratio)
+            if r == 1.0 and name in self.droppable:
+                kept[name] = 0  # the whole residual block goes
+                continue
             if not (0.0 <= r < 1.0):  # also rejects NaN
                 raise PruneError(
                     f"group {name!r}: prune ratio {r} is outside [0, 1) (share of channels removed; "
-                    "0 keeps all, 0.5 removes half)."
+                    "0 keeps all, 0.5 removes half; 1.0 only removes a residual block, and this group is not "
+                    "the inner width of one with an identity shortcut)."
                 )
             kept[name] = kept_count(g.channels, r, self.cfg.round_to, self.cfg.min_channels)
         return kept
@@ -127,8 +134,11 @@ class Pruner:
         full = {g.name: g.channels for g in self.all_groups}
         for name, k in kept.items():
             g = self.group(name)
-            if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not (1 <= int(k) <= g.channels):
-                raise PruneError(f"group {name!r}: kept channels {k!r} must be an integer in [1, {g.channels}].")
+            low = 0 if name in self.droppable else 1
+            if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not (low <= int(k) <= g.channels):
+                why = "" if low == 0 else " (0, removing the block, only for a residual block's inner width)"
+                raise PruneError(f"group {name!r}: kept channels {k!r} must be an integer in [{low}, {g.channels}]"
+                                 f"{why}.")
             full[name] = int(k)
         return full
 
@@ -157,6 +167,8 @@ class Pruner:
         output on `calib_images` and that conv is refit by least squares (see `reconstruct.py`).
         """
         kept = self.check_kept(kept)
+        gone = dropped(kept)
+        kept = {**kept, **{name: self._by_name[name].channels for name in gone}}  # their blocks go whole, below
         removed = self.removed_channels(kept)
         refits: dict[str, torch.Tensor] = {}
         if self.cfg.reconstruct:
@@ -173,7 +185,7 @@ class Pruner:
                 for name, weight in refits.items():
                     modules[name].weight.copy_(weight)
         self._apply(model, removed)
-        return model
+        return drop_blocks(model, [self.droppable[name] for name in gone])
 
     def _reconstruct(
         self, kept: Mapping[str, int], removed: dict[str, np.ndarray], images: torch.Tensor

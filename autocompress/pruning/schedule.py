@@ -21,13 +21,14 @@ from autocompress.atomic import atomic_write_text
 from autocompress.config import AutocompressError, read_capped
 
 FORMAT = "autocompress.schedule"
-VERSION = 3
+VERSION = 4
 """Newest version. 2 added the optional "quantization" block (per-layer precision), 3 the optional "sparsity"
-block (per-layer share of weights zeroed). A file is written with the lowest version that holds it (3 only with
-a sparsity block), so that earlier readers keep reading every schedule they can apply and refuse one with zeroed
-weights by its version, which says what to do better than an unknown key; version 1 files (every layer FP32)
-and version 2 files still load."""
-READABLE_VERSIONS = (1, 2, 3)
+block (per-layer share of weights zeroed), 4 removed residual blocks (a group with 0 channels after and
+prune_ratio 1.0: the block it is the inner width of goes). A file is written with the lowest version that holds it
+(3 only with a sparsity block, 4 only with a removed block), so that earlier readers keep reading every schedule
+they can apply and refuse the others by their version, which says what to do better than an unknown key;
+version 1 files (every layer FP32), 2 and 3 files still load."""
+READABLE_VERSIONS = (1, 2, 3, 4)
 _TOP_KEYS = {"format", "version", "model", "groups", "budget", "metrics", "quantization", "sparsity"}
 _QUANT_KEYS = {"layers", "calib_images", "per_channel", "calibration"}
 _SPARSITY_KEYS = {"method", "groups", "layers"}
@@ -80,7 +81,13 @@ class Schedule:
     @property
     def version(self) -> int:
         """The format version this schedule needs (see VERSION)."""
+        if self.dropped_groups():
+            return 4
         return 3 if self.sparsity else 2
+
+    def dropped_groups(self) -> list[str]:
+        """Groups whose residual block the schedule removes (0 channels after)."""
+        return [g.name for g in self.groups if g.channels_after == 0]
 
     @property
     def sparse(self) -> bool:
@@ -240,6 +247,10 @@ class Schedule:
         if not isinstance(groups, list) or not groups:
             raise ScheduleError(f"{source}: 'groups' must be a non-empty list of group entries.")
         entries = [_entry(g, i, source) for i, g in enumerate(groups)]
+        gone = [e.name for e in entries if e.channels_after == 0]
+        if gone and version < 4:
+            raise ScheduleError(f"{source}: group(s) {_few(gone)} keep 0 channels (their residual blocks removed), "
+                                "which needs schedule version 4; set \"version\": 4.")
         dupes = sorted(n for n, c in Counter(e.name for e in entries).items() if c > 1)  # linear: 100k+ groups
         if dupes:
             more = f" and {len(dupes) - 6} more" if len(dupes) > 6 else ""
@@ -356,15 +367,19 @@ def _entry(g: Any, i: int, source: str) -> GroupEntry:
     if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
         raise ScheduleError(f"{where}: 'members' must be a list of layer names.")
     before, after, ratio = g["channels_before"], g["channels_after"], g["prune_ratio"]
-    for key, v in (("channels_before", before), ("channels_after", after)):
-        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_CHANNELS:
-            raise ScheduleError(f"{where}: {key!r} must be a positive integer (at most {MAX_CHANNELS}), got {v!r}.")
+    for key, v, low in (("channels_before", before, 1), ("channels_after", after, 0)):
+        if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= MAX_CHANNELS:
+            raise ScheduleError(f"{where}: {key!r} must be an integer in [{low}, {MAX_CHANNELS}], got {v!r}.")
     if after > before:
         raise ScheduleError(f"{where}: channels_after {after} > channels_before {before}; a group cannot grow.")
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or math.isnan(ratio) or not 0 <= ratio < 1:
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or math.isnan(ratio) or not 0 <= ratio <= 1:
         raise ScheduleError(
-            f"{where}: prune_ratio {ratio!r} must be a number in [0, 1) (share of channels removed)."
+            f"{where}: prune_ratio {ratio!r} must be a number in [0, 1] (share of channels removed; 1 removes the "
+            "residual block the group is the inner width of)."
         )
+    if (after == 0) != (ratio == 1):
+        raise ScheduleError(f"{where}: prune_ratio {ratio!r} with channels_after {after}: a removed block has both "
+                            "prune_ratio 1 and channels_after 0, any other group neither; fix one of them.")
     _check_ratio_matches(where, before, after, float(ratio))
     return GroupEntry(name, tuple(members), before, after, float(ratio))
 
@@ -414,6 +429,12 @@ def check_fits(schedule: Schedule, pruner: Any) -> None:
         raise ScheduleError(
             f"schedule for {schedule.model_name!r} does not fit this model ({'; '.join(parts)}); "
             "apply it to the model it was made for, or make a new one with `autocompress schedule`."
+        )
+    blockless = [name for name in schedule.dropped_groups() if name not in getattr(pruner, "droppable", {})]
+    if blockless:
+        raise ScheduleError(
+            f"schedule for {schedule.model_name!r} removes group(s) {_few(blockless)} whole, but in this model they are "
+            "not the inner width of a residual block with an identity shortcut; apply it to the model it was made for."
         )
     sparse_layers = {s.name for s in pruner.layer_specs if s.kind in ("conv", "linear")}
     strangers = sorted(set(schedule.layer_sparsity()) - sparse_layers)
