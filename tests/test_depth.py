@@ -152,3 +152,26 @@ def test_joint_int8_episode_with_a_removed_block_quantizes_what_is_left():
     assert info["int8_layers"] == 8  # stem, 2 x (2 convs + shortcut), classifier: all that is left
     deployed = env.evaluator.deployable(env.compress(info["schedule"]), info["precision"])
     assert deployed(torch.randn(2, 3, 16, 16)).shape == (2, 10)
+
+
+def test_cli_finetune_of_a_quantized_schedule_with_removed_blocks_writes_and_scores_int8(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    from autocompress.cli import main
+    from autocompress.models import get_model
+
+    torch.manual_seed(0)
+    model = get_model("cifar10_resnet20", num_classes=10, in_channels=1).eval()  # digits: 1 x 16 x 16
+    torch.save(model.state_dict(), tmp_path / "w.pt")
+    pruner = Pruner(model, torch.randn(1, 1, 16, 16), PruneConfig())
+    layers = {s.name: "int8" for s in pruner.layer_specs if s.kind in ("conv", "linear")}
+    quant = {"layers": layers, "calib_images": 32, "per_channel": True, "calibration": "minmax"}
+    Schedule.from_pruner(pruner, {"layer1.1.conv1": 1.0, "layer3.2.conv1": 1.0}, "cifar10_resnet20",
+                         quantization=quant).save(tmp_path / "s.json")
+    code = main(["finetune", "--model", "cifar10_resnet20", "--weights", str(tmp_path / "w.pt"), "--schedule",
+                 str(tmp_path / "s.json"), "--data", "digits", "--epochs", "1", "--max-batches", "3",
+                 "--out", str(tmp_path / "ft"), "--json"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (tmp_path / "ft" / "pruned_model.int8.onnx").is_file() and 0 <= result["top1_int8"] <= 100
+    assert main(["latency", "--pruned", result["pruned_model"], "--model", "cifar10_resnet20", "--rounds", "3"]) == 0
+    assert "onnxruntime" in capsys.readouterr().out  # the INT8 file beside it is what is timed

@@ -7,6 +7,7 @@ import json
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from autocompress.config import (
     SEARCH_METHODS,
@@ -138,5 +139,21 @@ def _finetune(args: argparse.Namespace) -> int:
     save_pruned(path, pruned, schedule, args.model, bundle.num_classes, bundle.input_shape[0], bundle.input_shape,
                 deflate=schedule.sparse)
     result = {"top1_before": before, "top1": after.top1, "top5": after.top5, "pruned_model": str(path)}
-    print(json.dumps(result) if args.json else f"test top-1 {before:.2f}% -> {after.top1:.2f}% ; saved {path}")
+    line = f"test top-1 {before:.2f}% -> {after.top1:.2f}% ; saved {path}"
+    if schedule.quantized:  # what deploys is the INT8 model: write it and score it too
+        result.update(_int8_result(pruned, schedule, bundle, path, loader))
+        line += f"; INT8 top-1 {result['top1_int8']:.2f}% -> {result['int8_onnx']}"
+    print(json.dumps(result) if args.json else line)
     return 0
+
+
+def _int8_result(pruned: Any, schedule: Any, bundle: Any, path: Path, loader: Any) -> dict[str, Any]:
+    """The fine-tuned network quantized where the schedule says (calibrated on training images, as
+    `autocompress quantize` does), written beside the FP32 file and scored on test."""
+    from autocompress.cli.quantize_cmd import calibration_images
+    from autocompress.export import export_int8, int8_path
+    from autocompress.measure.accuracy import evaluate
+
+    out = int8_path(path)
+    int8 = export_int8(pruned, schedule, calibration_images(bundle, schedule.quantization["calib_images"]), out)
+    return {"top1_int8": evaluate(int8, loader).top1, "int8_onnx": str(out)}
