@@ -137,6 +137,36 @@ def retime_search_row(path: Path, rounds: int) -> dict[str, Any]:
     return write_retimed(path, row, env.model.eval(), candidate, env.evaluator.input_shape, rounds)
 
 
+def longer_ft_row(path: Path, epochs: int, rounds: int) -> dict[str, Any]:
+    """A finished search row's network fine-tuned for `epochs` instead of the cell's epochs (same schedule, the
+    recipe otherwise unchanged), scored and timed like the cell. Written to <cell folder>/longer-ft/<row>-ft<E>.json
+    (outside the cells the report reads as rows); the fine-tune resumes from its checkpoint after a kill."""
+    out = path.parent / "longer-ft" / f"{path.stem}-ft{epochs}.json"
+    if out.is_file():
+        return json.loads(out.read_text())
+    row = json.loads(path.read_text())
+    run_dir = Path(row["run_dir"])
+    cfg = load_config(run_dir / "config.yaml")
+    env, bundle = build(cfg)
+    schedule = Schedule.load(run_dir / "best_schedule.json")
+    pruned = env.evaluator.compress(schedule.prune_ratios())
+    torch.manual_seed(row["seed"])
+    start = time.perf_counter()
+    train(pruned, bundle, replace(cfg.finetune, epochs=epochs), teacher=env.model,
+          out_dir=run_dir / f"finetune-{epochs}ep")
+    ft_s = time.perf_counter() - start
+    report = int8_report(env.model, deployed(pruned, schedule, env.evaluator.data.calib_images), bundle.test,
+                         bundle.input_shape, rounds=rounds)
+    new = {**row, "speedup_measured": report["speedup"], "speedup_spread": report["speedup_spread"],
+           "bytes": report["bytes"], "top1_after_ft": report["top1"], "ft_s": ft_s, "ft_epochs": epochs,
+           "finetune": f"{epochs} epochs FP32, distilled; then INT8 calibration (post-training)",
+           "latency_ms": report["latency_ms"], "fp32_latency_ms": report["fp32_latency_ms"],
+           "timing_loadavg": os.getloadavg()[0], "from_row": str(path),
+           "date": dt.datetime.now().astimezone().isoformat(timespec="seconds")}
+    write_json_atomic(out, new)
+    return new
+
+
 def write_retimed(path: Path, row: dict[str, Any], fp32: torch.nn.Module, candidate: torch.nn.Module,
                   input_shape: tuple[int, ...], rounds: int) -> dict[str, Any]:
     """`row` with `candidate` timed again against `fp32` (ORT, batch 1, one thread, alternation), written to

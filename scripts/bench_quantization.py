@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from bench_joint import retime_search_row, search_row, write_retimed
+from bench_joint import longer_ft_row, retime_search_row, search_row, write_retimed
 from plot_utils import cpu_model, run_script, write_json_atomic
 
 from autocompress.config import QuantConfig, load_config
@@ -183,6 +183,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", default="runs/quantization")
     p.add_argument("--json", required=True)
+    p.add_argument("--longer-ft", type=int, default=None, metavar="E",
+                   help="run no search: fine-tune the finished --searches cells' networks for E epochs instead, "
+                        "reported under longer_ft_rows")
     p.add_argument("--retime", action="store_true",
                    help="run nothing new: time every finished INT8 and search row again (on a quiet machine), "
                         "then rebuild the JSON")
@@ -207,6 +210,11 @@ def main() -> None:
         if method not in SEARCH_METHODS or not target:
             raise SystemExit(f"--searches: {cell!r} is not METHOD@SPEEDUP with METHOD in {SEARCH_METHODS}")
         for path in args.configs:
+            if args.longer_ft:
+                row = longer_ft(load_config(path), cell, float(target), args, work)
+                print(f"{row['model']:18} {cell:16} {args.longer_ft} FT epochs: top-1 {row['top1_after_ft']:.2f}  "
+                      f"speedup {row['speedup_measured']:.2f}x", file=sys.stderr)
+                continue
             row = search_row(load_config(path), load_config(args.joint_config), method, float(target), args, work)
             print(f"{row['model']:18} {cell:16} top-1 {row['top1_before_ft']:.2f} -> {row['top1_after_ft']:.2f}  "
                   f"speedup {row['speedup_measured']:.2f}x  {row['bytes'] / 1e6:.2f} MB", file=sys.stderr)
@@ -219,6 +227,16 @@ def main() -> None:
             print(f"{row['model']:18} {row['method']:16} top-1 {row['top1']:.2f}  speedup "
                   f"{row['speedup_measured']:.2f}x  {row['bytes'] / 1e6:.2f} MB  ({row['from']})", file=sys.stderr)
     write_report(args, work)
+
+
+def longer_ft(cfg: Any, cell: str, target: float, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """The finished cell's network with a longer fine-tune (bench_joint.longer_ft_row)."""
+    method = cell.partition("@")[0]
+    path = work / cfg.model.name / f"{method}@{target:g}x.json"
+    if not path.is_file():
+        raise SystemExit(f"--longer-ft: cell {cell} of {cfg.model.name} has not finished ({path} is missing); "
+                         "run it first without --longer-ft.")
+    return longer_ft_row(path, args.longer_ft, args.rounds)
 
 
 def merged(previous: list[dict[str, Any]], found: list[dict[str, Any]], key: Any) -> list[dict[str, Any]]:
@@ -240,11 +258,14 @@ def write_report(args: argparse.Namespace, work: Path) -> None:
     sens = merged([r for r in old.get("int8_sensitivity", []) if "val_images" in r],  # not the stray LUTs of old
                   [json.loads(q.read_text()) for q in sorted(work.glob("*/int8_sensitivity.json"))],
                   lambda r: r["model"])
+    longer = merged(old.get("longer_ft_rows", []), [json.loads(q.read_text()) for q in sorted(work.glob("*/longer-ft/*.json"))],
+                    lambda r: (r["model"], r["method"], r["target_speedup"], r["ft_epochs"]))
     write_json_atomic(args.json, {
         "rows": [{k: r[k] for k in ROW_KEYS} for r in rows],  # exactly issue #15's shape
         "details": rows,
         "extra_rows": extra,
         "int8_sensitivity": sens,
+        "longer_ft_rows": longer,
         "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
         "note": "speedup: ONNX Runtime, batch 1, 1 thread, median of per-pair ratios against the FP32 network "
                 "timed in alternation; fp32/int8_ptq rows are not fine-tuned (top-1 before = after); search rows "
