@@ -122,15 +122,20 @@ def search_row(base: ExperimentConfig, joint: ExperimentConfig, method: str, tar
     return row
 
 
+def rebuilt_cell(run_dir: Path) -> tuple[ExperimentConfig, Any, Any, Schedule, torch.nn.Module]:
+    """A finished cell's config, env, data, chosen schedule and its pruned network (before fine-tuning)."""
+    cfg = load_config(run_dir / "config.yaml")
+    env, bundle = build(cfg)
+    schedule = Schedule.load(run_dir / "best_schedule.json")
+    return cfg, env, bundle, schedule, env.evaluator.compress(schedule.prune_ratios())
+
+
 def retime_search_row(path: Path, rounds: int) -> dict[str, Any]:
     """A finished search row's speedup timed again (on a quieter machine than the search's), from its saved
     config, schedule and fine-tuned weights; the first timing is kept as `speedup_first_timing`."""
     row = json.loads(path.read_text())
     run_dir = Path(row["run_dir"])
-    cfg = load_config(run_dir / "config.yaml")
-    env, _ = build(cfg)
-    schedule = Schedule.load(run_dir / "best_schedule.json")
-    pruned = env.evaluator.compress(schedule.prune_ratios())
+    cfg, env, _, schedule, pruned = rebuilt_cell(run_dir)
     state = torch.load(run_dir / "finetune" / "checkpoint.pt", map_location="cpu", weights_only=True)["model"]
     pruned.load_state_dict(state)
     candidate = deployed(pruned, schedule, env.evaluator.data.calib_images)
@@ -146,10 +151,7 @@ def longer_ft_row(path: Path, epochs: int, rounds: int) -> dict[str, Any]:
         return json.loads(out.read_text())
     row = json.loads(path.read_text())
     run_dir = Path(row["run_dir"])
-    cfg = load_config(run_dir / "config.yaml")
-    env, bundle = build(cfg)
-    schedule = Schedule.load(run_dir / "best_schedule.json")
-    pruned = env.evaluator.compress(schedule.prune_ratios())
+    cfg, env, bundle, schedule, pruned = rebuilt_cell(run_dir)
     torch.manual_seed(row["seed"])
     start = time.perf_counter()
     train(pruned, bundle, replace(cfg.finetune, epochs=epochs), teacher=env.model,
