@@ -194,6 +194,8 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    if args.longer_ft is not None and args.longer_ft < 1:
+        raise SystemExit(f"--longer-ft: {args.longer_ft} epochs; give a number of fine-tune epochs >= 1.")
     torch.set_num_threads(args.threads)
     work = Path(args.work)
     if args.retime:

@@ -58,14 +58,14 @@ def droppable_blocks(model: nn.Module, groups: Iterable[PruneGroup]) -> dict[str
     `groups` are the pruner's groups (name = the root layer, `internal` = not tied to a residual addition);
     only an internal group rooted at the block's inner layer qualifies, so a schedule can name the block by it.
     """
-    by_root = {g.name: g for g in groups if g.internal}
+    internal = {g.name for g in groups if g.internal}
     out: dict[str, str] = {}
     for path, module in model.named_modules():
         inner = _inner_of(module)
         if inner is None:
             continue
         root = f"{path}.{inner}" if path else inner
-        if root in by_root:
+        if root in internal:
             out[root] = path
     return out
 
