@@ -297,6 +297,9 @@ class DQNConfig:
     double: bool = True
     updates_per_step: int = 1
     baseline_decay: float = 0.95
+    exploration: Literal["uniform", "episodic"] = "uniform"
+    """How epsilon's random actions are drawn (autocompress.agents.exploration): `uniform` per step, or
+    `episodic`: one intensity and precision mix per episode, so light compressions get tried too."""
 
 
 SearchMethod = Literal["ddpg", "dqn", "random", "uniform", "global", "sensitivity"]

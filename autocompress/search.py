@@ -113,7 +113,10 @@ def _ddpg(cfg: ExperimentConfig, env: NetCompressEnv) -> tuple[Any, gym.Env]:
 def _dqn(cfg: ExperimentConfig, env: NetCompressEnv) -> tuple[Any, gym.Env]:
     wrapped = DiscreteActions(env, bins=cfg.dqn.bins)
     n_actions = int(wrapped.action_space.n)  # bins, or bins x precisions for a joint action
-    return DQNAgent(int(env.observation_space.shape[0]), n_actions, cfg.dqn, seed=cfg.search.seed), wrapped
+    agent = DQNAgent(
+        int(env.observation_space.shape[0]), n_actions, cfg.dqn, seed=cfg.search.seed, precisions=wrapped.precisions
+    )
+    return agent, wrapped
 
 
 def _random(cfg: ExperimentConfig, env: NetCompressEnv) -> tuple[Any, gym.Env]:

@@ -135,11 +135,20 @@ def _agents(env_box: gym.Env, warmup: int = 3):
                 seed,
             ),
         ),
+        "dqn_episodic": (
+            DiscreteActions(env_box, bins=5),
+            lambda seed: DQNAgent(
+                OBS_DIM,
+                5,
+                replace(DQN_FAST, warmup_episodes=warmup, hidden=32, batch_size=8, exploration="episodic"),
+                seed,
+            ),
+        ),
         "random": (env_box, lambda seed: RandomAgent(env_box.action_space, seed)),
     }
 
 
-@pytest.mark.parametrize("kind", ["ddpg", "dqn", "random"])
+@pytest.mark.parametrize("kind", ["ddpg", "dqn", "dqn_episodic", "random"])
 def test_agents_follow_protocol(kind: str) -> None:
     env, make = _agents(ToyCompressEnv())[kind]
     agent = make(0)
@@ -147,7 +156,7 @@ def test_agents_follow_protocol(kind: str) -> None:
     for _ in range(5):
         _, actions, metrics = run_episode(env, agent)
         assert all(
-            env.action_space.contains(np.array(a, dtype=np.float32) if kind != "dqn" else a) for a in actions
+            env.action_space.contains(a if kind.startswith("dqn") else np.array(a, dtype=np.float32)) for a in actions
         )
     assert agent.episode == 5
     expected = {
@@ -159,6 +168,7 @@ def test_agents_follow_protocol(kind: str) -> None:
             "agent/reward_baseline",
         },
         "dqn": {"agent/critic_loss", "agent/q_mean", "agent/epsilon", "agent/reward_baseline"},
+        "dqn_episodic": {"agent/critic_loss", "agent/q_mean", "agent/epsilon", "agent/reward_baseline"},
         "random": set(),
     }[kind]
     assert set(metrics) == expected
@@ -228,7 +238,7 @@ def test_baselines() -> None:
 # --- determinism and exact resume --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["ddpg", "dqn", "random"])
+@pytest.mark.parametrize("kind", ["ddpg", "dqn", "dqn_episodic", "random"])
 def test_same_seed_same_actions(kind: str) -> None:
     runs = []
     for _ in range(2):
@@ -248,7 +258,7 @@ def _round_trip(state: dict) -> dict:
     return torch.load(f, weights_only=True)
 
 
-@pytest.mark.parametrize("kind", ["ddpg", "dqn", "random"])
+@pytest.mark.parametrize("kind", ["ddpg", "dqn", "dqn_episodic", "random"])
 def test_state_dict_resume_is_exact(kind: str) -> None:
     env_a, make = _agents(ToyCompressEnv())[kind]
     env_b, _ = _agents(ToyCompressEnv())[kind]
@@ -302,3 +312,45 @@ def test_truncated_normal_noise_matches_scipy_and_stays_in_bounds() -> None:
     noise = TruncatedNormalNoise(0.5, 0.9, warmup_episodes=10)
     assert noise.sigma_at(0) == noise.sigma_at(10) == 0.5
     assert noise.sigma_at(12) == pytest.approx(0.5 * 0.81)
+
+
+# --- exploration over a joint (ratio bin x precision) action ------------------------------------------
+
+
+def _warmup_episodes(exploration: str, groups: int = 28, episodes: int = 300) -> list[list[tuple[int, int]]]:
+    """(ratio bin, precision) per group for `episodes` all-random episodes of a 11 x 2 joint action."""
+    cfg = replace(DQN_FAST, warmup_episodes=episodes, hidden=8, exploration=exploration)
+    agent = DQNAgent(OBS_DIM, 22, cfg, seed=3, precisions=2)
+    obs = np.zeros(OBS_DIM, dtype=np.float32)
+    out = []
+    for _ in range(episodes):
+        actions = []
+        for step in range(groups):
+            a = agent.act(obs)
+            actions.append(divmod(a, 2))
+            agent.observe(obs, a, 0.0, obs, step == groups - 1)
+        out.append(actions)
+    return out
+
+
+def _light_and_one_precision(episode: list[tuple[int, int]]) -> bool:
+    """At most 3 groups pruned, and all but one group in the same precision."""
+    pruned = sum(b > 0 for b, _ in episode)
+    int8 = sum(p for _, p in episode)
+    return pruned <= 3 and (int8 <= 1 or int8 >= len(episode) - 1)
+
+
+def test_episodic_exploration_tries_light_single_precision_episodes_that_uniform_never_does() -> None:
+    uniform = _warmup_episodes("uniform")
+    episodic = _warmup_episodes("episodic")
+    assert sum(map(_light_and_one_precision, uniform)) == 0
+    assert sum(map(_light_and_one_precision, episodic)) >= 15  # ~10% expected
+    # and it still covers heavy compression: some episodes prune most groups
+    assert any(sum(b > 0 for b, _ in ep) >= 20 for ep in episodic)
+    every = {a for ep in episodic for a in ep}
+    assert every == {(b, p) for b in range(11) for p in range(2)}
+
+
+def test_dqn_refuses_actions_that_do_not_split_into_precisions() -> None:
+    with pytest.raises(AgentError, match="do not split into 2 precisions"):
+        DQNAgent(OBS_DIM, 21, DQN_FAST, precisions=2)

@@ -10,16 +10,23 @@ import torch
 import torch.nn.functional as F
 
 from autocompress.agents.base import AgentError, EpisodeCredit, mlp, rng_state, set_rng_state
+from autocompress.agents.exploration import EXPLORERS
 from autocompress.agents.replay import ReplayBuffer
 from autocompress.config import DQNConfig
 
 
 class DQNAgent:
-    """Q-network obs -> n_actions values; credit as in AMC (final reward minus a moving baseline)."""
+    """Q-network obs -> n_actions values; credit as in AMC (final reward minus a moving baseline).
 
-    def __init__(self, obs_dim: int, n_actions: int, cfg: DQNConfig, seed: int = 0):
+    `precisions` > 1 says the actions are (ratio bin, precision) pairs, index = bin * precisions +
+    precision, which the `episodic` explorer needs to vary the two separately.
+    """
+
+    def __init__(self, obs_dim: int, n_actions: int, cfg: DQNConfig, seed: int = 0, precisions: int = 1):
         if n_actions < 2:
             raise AgentError(f"DQNAgent needs at least 2 actions, got {n_actions}")
+        if precisions < 1 or n_actions % precisions:
+            raise AgentError(f"DQNAgent: {n_actions} actions do not split into {precisions} precisions")
         self.cfg = cfg
         self.n_actions = int(n_actions)
         with torch.random.fork_rng(devices=[]):
@@ -33,6 +40,8 @@ class DQNAgent:
         self._episode = 0
         self._last_steps = 0
         self._grad_steps = 0
+        self.explorer = EXPLORERS[cfg.exploration](n_actions // precisions, precisions)
+        self._episode_open = False
 
     @property
     def episode(self) -> int:
@@ -49,8 +58,11 @@ class DQNAgent:
         return cfg.epsilon_start + frac * (cfg.epsilon_end - cfg.epsilon_start)
 
     def act(self, obs: np.ndarray, explore: bool = True) -> int:
+        if explore and not self._episode_open:
+            self.explorer.new_episode(self.rng)
+            self._episode_open = True
         if explore and self.rng.random() < self.epsilon:
-            return int(self.rng.integers(self.n_actions))
+            return self.explorer.sample(self.rng)
         with torch.no_grad():
             return int(self.q(torch.as_tensor(obs, dtype=torch.float32)[None]).argmax(1).item())
 
@@ -64,6 +76,7 @@ class DQNAgent:
                 self.replay.push(o, a, final, o2, i == len(transitions) - 1)
             self._episode += 1
             self._last_steps = len(transitions)
+            self._episode_open = False
 
     def update(self) -> dict[str, float]:
         """One gradient step per transition of the last episode (x updates_per_step), after warm-up."""
@@ -114,6 +127,7 @@ class DQNAgent:
             "episode": self._episode,
             "last_steps": self._last_steps,
             "grad_steps": self._grad_steps,
+            "explorer": [float(self._episode_open), *self.explorer.state()],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -127,3 +141,6 @@ class DQNAgent:
         self._episode = int(state["episode"])
         self._last_steps = int(state["last_steps"])
         self._grad_steps = int(state["grad_steps"])
+        explorer = list(state.get("explorer", [0.0]))  # checkpoints from before explorers have none
+        self._episode_open = bool(explorer[0])
+        self.explorer.load_state(explorer[1:])
