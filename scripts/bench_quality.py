@@ -157,9 +157,7 @@ def retime(env: Any, work: Path, rounds: int) -> None:
 
 def paired_tests(work: Path, rows: list[dict[str, Any]], a: str, b: str, model: str,
                  samples: int = 10000) -> dict[str, Any] | None:
-    """Methods a vs b on the same test images, after fine-tuning: a bootstrap over images of the difference
-    of seed-mean accuracies, and McNemar's exact test per seed matched in both."""
-    from scipy.stats import binomtest
+    """Methods a vs b on the same test images, after fine-tuning (`paired_stats` over their seeds)."""
 
     def correct(method: str) -> dict[int, np.ndarray]:
         return {r["seed"]: np.load(work / model / f"{method}-seed{r['seed']}" / "test_correct_after_ft.npy")
@@ -168,6 +166,14 @@ def paired_tests(work: Path, rows: list[dict[str, Any]], a: str, b: str, model: 
     ca, cb = correct(a), correct(b)
     if not ca or not cb:
         return None
+    return {"model": model, "a": a, "b": b, **paired_stats(ca, cb, samples)}
+
+
+def paired_stats(ca: dict[int, np.ndarray], cb: dict[int, np.ndarray], samples: int = 10000) -> dict[str, Any]:
+    """a vs b from per-image correctness per seed: a bootstrap over images of the difference of seed-mean
+    accuracies, and McNemar's exact test per seed present in both."""
+    from scipy.stats import binomtest
+
     diff = np.mean(list(ca.values()), axis=0) - np.mean(list(cb.values()), axis=0)
     rng = np.random.default_rng(0)
     boot = np.array([diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(samples)])
@@ -177,7 +183,7 @@ def paired_tests(work: Path, rows: list[dict[str, Any]], a: str, b: str, model: 
         only_a, only_b = int((ca[seed] & ~cb[seed]).sum()), int((~ca[seed] & cb[seed]).sum())
         p = binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
         mcnemar[str(seed)] = {"only_a_correct": only_a, "only_b_correct": only_b, "p": float(p)}
-    return {"model": model, "a": a, "b": b, "mean_diff_points": 100.0 * float(diff.mean()),
+    return {"mean_diff_points": 100.0 * float(diff.mean()),
             "bootstrap_ci95_points": [100.0 * float(np.percentile(boot, 2.5)), 100.0 * float(np.percentile(boot, 97.5))],
             "bootstrap_p": p_boot, "mcnemar_per_seed": mcnemar}
 
