@@ -30,8 +30,9 @@ from autocompress.data import load_data, take_tensors
 from autocompress.envs.factory import build_model
 from autocompress.quantize import quantize_int8
 
-REPRODUCED = 0.05
-"""Points by which a rebuilt network's top-1 may differ from its row's (INT8 calibration is deterministic)."""
+REPRODUCED = 0.1
+"""Points by which a rebuilt network's top-1 may differ from its row's: ONNX Runtime's INT8 results move by a few
+images between sessions (0.01-0.06 points seen); more means the network is not the one the row scored."""
 
 
 def cached(path: Path, make: Any) -> np.ndarray:
@@ -52,6 +53,7 @@ def int8_ptq_correct(cfg: Any, calib_images: int, work: Path) -> np.ndarray:
         calib, _ = take_tensors(source, calib_images, seed=1)
         return predictions(quantize_int8(model, calib, QuantConfig(calib_images=calib_images)), bundle.test)
 
+    (work / cfg.model.name).mkdir(parents=True, exist_ok=True)
     return cached(work / cfg.model.name / "int8_ptq.test_correct.npy", make)
 
 
@@ -80,7 +82,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--configs", nargs="+", required=True, help="experiment YAMLs (model, weights, data)")
     p.add_argument("--work", default="runs/quantization-episodic", help="where the search cells' rows are")
-    p.add_argument("--ptq-work", default="runs/quantization", help="where the int8_ptq rows are")
+    p.add_argument("--report", default="docs/benchmarks/quantization.json", help="bench_quantization's report, "
+                   "for the int8_ptq rows")
     p.add_argument("--cells", nargs="+", default=["joint_search@2x"])
     p.add_argument("--calib", type=int, default=128, help="calibration images of the int8_ptq row")
     p.add_argument("--json", required=True)
@@ -88,8 +91,12 @@ def main() -> None:
     tests = []
     for path in args.configs:
         cfg = load_config(path)
-        ptq_row = json.loads((Path(args.ptq_work) / cfg.model.name / "int8_ptq.json").read_text())
-        ptq = int8_ptq_correct(cfg, args.calib, Path(args.ptq_work))
+        ptq_row = next((r for r in json.loads(Path(args.report).read_text())["details"]
+                        if r["model"] == cfg.model.name and r["method"] == "int8_ptq"), None)
+        if ptq_row is None:
+            sys.exit(f"paired_quant: {args.report} has no int8_ptq row for {cfg.model.name}; run bench_quantization "
+                     "--methods int8_ptq first.")
+        ptq = int8_ptq_correct(cfg, args.calib, Path(args.work))
         check("int8_ptq", ptq, ptq_row)
         for cell in args.cells:
             row_path = Path(args.work) / cfg.model.name / f"{cell}.json"
