@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 from bench_joint import deployed, rebuilt_cell
 from bench_quality import paired_stats, predictions
-from plot_utils import write_json_atomic
+from plot_utils import run_script, write_json_atomic
 
 from autocompress.config import QuantConfig, load_config
 from autocompress.data import load_data, take_tensors
@@ -35,7 +36,7 @@ REPRODUCED = 0.1
 images between sessions (0.01-0.06 points seen); more means the network is not the one the row scored."""
 
 
-def cached(path: Path, make: Any) -> np.ndarray:
+def cached(path: Path, make: Callable[[], np.ndarray]) -> np.ndarray:
     """Per-image correctness from `path`, or made and saved there."""
     if path.is_file():
         return np.load(path)
@@ -75,7 +76,7 @@ def check(name: str, correct: np.ndarray, row: dict[str, Any]) -> None:
     top1 = 100.0 * float(correct.mean())
     if abs(top1 - row["top1_after_ft"]) > REPRODUCED:
         sys.exit(f"paired_quant: {name} rebuilt scores {top1:.2f}% but its row says {row['top1_after_ft']:.2f}%; "
-                 "the cell's files changed since the row was written: re-run its cell.")
+                 "it is not the network the row scored (weights or cell files changed since): re-run that row.")
 
 
 def main() -> None:
@@ -88,6 +89,8 @@ def main() -> None:
     p.add_argument("--calib", type=int, default=128, help="calibration images of the int8_ptq row")
     p.add_argument("--json", required=True)
     args = p.parse_args()
+    if not Path(args.report).is_file():
+        sys.exit(f"paired_quant: --report {args.report} not found; give bench_quantization's report JSON.")
     tests = []
     for path in args.configs:
         cfg = load_config(path)
@@ -104,6 +107,9 @@ def main() -> None:
                 print(f"{cfg.model.name} {cell}: not finished, skipped", file=sys.stderr)
                 continue
             row = json.loads(row_path.read_text())
+            if not (Path(row["run_dir"]) / "finetune" / "checkpoint.pt").is_file():
+                sys.exit(f"paired_quant: {row_path} names {row['run_dir']}, which has no finetune/checkpoint.pt; "
+                         "point --work at the folder whose cells are on this machine.")
             searched = cell_correct(row_path)
             check(cell, searched, row)
             stats = paired_stats({0: searched}, {0: ptq})
@@ -121,4 +127,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)
