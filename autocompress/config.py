@@ -363,6 +363,21 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class RefineConfig:
+    """Before the tournament, walk its best finalists back toward the unpruned network while they still meet
+    the budget (autocompress/refine.py): the slack a discrete action grid leaves becomes accuracy."""
+
+    finalists: int = 2
+    """How many of the tournament's finalists (best reward first) are refined."""
+    evaluations: int = 150
+    """Most new networks scored while refining one policy."""
+    rounds: int = 100
+    """Timing pairs of each budget check when the budget is measured latency (the episode's timing shortlists)."""
+    step: float | None = None
+    """Prune-ratio step of one move (None: a tenth of max_ratio - min_ratio, one DQN bin at 11 bins)."""
+
+
+@dataclass(frozen=True)
 class TournamentConfig:
     """After the search: the leading distinct policies each get a short fine-tune and are scored on the
     held-out val split; successive halving keeps the better half and doubles the fine-tune each round. The
@@ -380,6 +395,8 @@ class TournamentConfig:
     """Val-split images each finalist is scored on (None: the whole val split)."""
     seed: int = 0
     """Seed of the fine-tunes' augmentation (the same for every finalist; the loader seeds its own order)."""
+    refine: RefineConfig | None = None
+    """Give back the budget slack of the best finalists before judging them (omit to judge them as found)."""
 
 
 @dataclass(frozen=True)
@@ -747,6 +764,13 @@ def _validate_tournament(obj: TournamentConfig, where: str) -> None:
     _check_seed(obj.seed, f"{where}.seed")
 
 
+def _validate_refine(obj: RefineConfig, where: str) -> None:
+    _check(obj.finalists >= 1, f"{where}.finalists", "must be >= 1.")
+    _check(obj.evaluations >= 1, f"{where}.evaluations", "must be >= 1.")
+    _check(obj.rounds >= 5, f"{where}.rounds", "must be >= 5 (a median of fewer pairs is noise).")
+    _check(obj.step is None or 0.0 < obj.step <= 1.0, f"{where}.step", "must be in (0, 1] (or null).")
+
+
 def _validate_quant(obj: QuantConfig, where: str) -> None:
     _check(1 <= obj.calib_images <= 100_000, f"{where}.calib_images", "must be in [1, 100000].")
 
@@ -774,6 +798,7 @@ _VALIDATORS: dict[type, Callable[[Any, str], None]] = {
     DDPGConfig: _validate_ddpg,
     DQNConfig: _validate_dqn,
     TournamentConfig: _validate_tournament,
+    RefineConfig: _validate_refine,
     TrainConfig: _validate_train,
     QuantConfig: _validate_quant,
     RLTaskConfig: _validate_task,

@@ -149,6 +149,8 @@ def choose_by_tournament(cfg: ExperimentConfig, env: NetCompressEnv, bundle: Dat
             "episode": winner["episode"], "reward": winner["reward"]}
     if outcome["winner_val_top1"] is not None:
         best["tournament_val_top1"] = outcome["winner_val_top1"]
+    if winner.get("refine"):
+        best["refine"] = winner["refine"]
     best_schedule(env, cfg, best).save(result.run_dir / BEST_SCHEDULE)
     return replace(result, best=best)
 
@@ -354,8 +356,8 @@ def summary_table(summary: dict[str, Any]) -> str:
 
 def _plain_best(result: SearchResult) -> dict[str, Any]:
     keep = ("episode", "reward", "top1", "latency_ms", "speedup", "macs_ratio", "params_ratio", "schedule")
-    sized = ("compressed_bytes", "size_ratio", "nonzero_ratio")  # zeroed weights only
-    return {**{k: result.best.get(k) for k in keep}, **{k: result.best[k] for k in sized if k in result.best}}
+    extra = ("compressed_bytes", "size_ratio", "nonzero_ratio", "refine")  # zeroed weights only; refined winners
+    return {**{k: result.best.get(k) for k in keep}, **{k: result.best[k] for k in extra if k in result.best}}
 
 
 def _say(progress: bool, msg: str) -> None:

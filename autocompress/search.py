@@ -47,6 +47,9 @@ BEST_SCHEDULE = "best_schedule.json"
 _RESUMABLE_CHANGES = ("episodes", "out_dir", "checkpoint_every", "torch_threads", "workers", "backend", "address")
 """Settings a resume may change: they do not change which episodes are played (the round size stays)."""
 
+_AFTER_SEARCH = ("tournament",)
+"""Sections a resume may change because they act only after the episodes (a changed tournament is run again)."""
+
 
 class SearchError(AutocompressError):
     """A run folder or checkpoint that cannot be used; the message says what to do."""
@@ -180,6 +183,8 @@ def _comparable(cfg: ExperimentConfig) -> dict[str, Any]:
     data["search"]["batch_episodes"] = cfg.search.batch_episodes or cfg.search.workers  # the round size
     for key in _RESUMABLE_CHANGES:
         data["search"].pop(key, None)
+    for section in _AFTER_SEARCH:
+        data.pop(section, None)
     return data
 
 
@@ -305,10 +310,13 @@ class Search:
         _fill_new_fields(stored, ExperimentConfig)  # e.g. env.scorer, env.precisions: what the run used
         for key in _RESUMABLE_CHANGES:  # not compared (filled in above when absent)
             stored.get("search", {}).pop(key, None)
+        for section in _AFTER_SEARCH:
+            stored.pop(section, None)
         if stored != _comparable(self.cfg):
+            changeable = [f"search.{k}" for k in _RESUMABLE_CHANGES] + [f"the {s} section" for s in _AFTER_SEARCH]
             raise SearchError(
                 f"{self.run_dir} was made with a different config; resume with the same config "
-                f"(only {', '.join('search.' + k for k in _RESUMABLE_CHANGES)} may change) or use a new --out."
+                f"(only {', '.join(changeable)} may change) or use a new --out."
             )
         try:
             agent_state = tensors["agent"]

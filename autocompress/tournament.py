@@ -4,7 +4,8 @@ A search ranks policies by their held-out accuracy right after pruning (plus Bat
 user deploys the fine-tuned network, and the two rankings disagree (docs/BENCHMARKS.md measures how much).
 Here the top `finalists` distinct policies of the search each get a short fine-tune (distilled from the
 unpruned network, the same data order and augmentation for all) and are scored on the val split (never on test); the better
-half goes on with a fine-tune twice as long, until one is left. Results are written to `tournament.json`,
+half goes on with a fine-tune twice as long, until one is left. With `tournament.refine`, the best finalists first
+give back the budget slack they left (autocompress/refine.py). Results are written to `tournament.json`,
 and a finished tournament is read back rather than run again.
 """
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Collection, Hashable, Mapping
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,6 +26,7 @@ from autocompress.atomic import atomic_write_text
 from autocompress.config import TournamentConfig, TrainConfig
 from autocompress.data import DataBundle, take_tensors
 from autocompress.measure.accuracy import evaluate_tensors
+from autocompress.refine import refine_entrants
 from autocompress.train import train
 
 TOURNAMENT = "tournament.json"
@@ -94,11 +96,18 @@ def run_tournament(cfg: TournamentConfig, env: Any, bundle: Any, run_dir: Path, 
     `eligible` (episodes), when given, is where the finalists come from: e.g. those that met a latency target."""
     path = Path(run_dir) / TOURNAMENT
     if path.is_file():
-        return json.loads(path.read_text())
+        done = json.loads(path.read_text())
+        settings = asdict(cfg)
+        if {k: done.get("config", {}).get(k) for k in settings} == settings:
+            return done
+        if progress:
+            print(f"tournament: {path} was run with other tournament settings; running it again", file=sys.stderr)
     records = [json.loads(line) for line in (Path(run_dir) / "history.jsonl").read_text().splitlines()]
     if eligible is not None:
         records = [r for r in records if r["episode"] in set(eligible)]
     alive = leaders(records, env.evaluator.network_key, cfg.finalists)
+    if cfg.refine is not None:
+        alive = refine_entrants(alive, env, cfg.refine, Path(run_dir), progress)
     judge = ClassificationJudge(cfg, env, bundle) if judge is None else judge
     rounds, batches, scores = [], cfg.ft_batches, [float("nan")]
     while len(alive) > 1:
@@ -116,6 +125,6 @@ def run_tournament(cfg: TournamentConfig, env: Any, bundle: Any, run_dir: Path, 
     result = {"winner": alive[0], "winner_val_top1": scores[0] if rounds else None,  # a lone finalist: unjudged
               **judge.scored_on, "rounds": rounds,
               "eligible": None if eligible is None else sorted(eligible),
-              "config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}}
+              "config": asdict(cfg)}
     atomic_write_text(path, json.dumps(result, indent=1, default=float))
     return result
