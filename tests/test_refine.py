@@ -126,3 +126,13 @@ def test_refine_settings_are_checked() -> None:
     with pytest.raises(ConfigError, match="tournament.refine.step"):
         load_config({"tournament": {"refine": {"step": 0}}})
     assert load_config({"tournament": {"refine": {}}}).tournament.refine == RefineConfig()
+
+
+def test_the_plan_says_the_finalists_are_refined(built, tmp_path) -> None:
+    from autocompress.pipeline import plan
+
+    _, bundle = built
+    cfg = replace(small_config(tmp_path / "run", "random", episodes=4),
+                  tournament=TournamentConfig(finalists=4, refine=RefineConfig(finalists=2)))
+    assert "the best 2 first refined to the budget" in plan(cfg, bundle, finalize_run=False)
+    assert "refined" not in plan(replace(cfg, tournament=TournamentConfig()), bundle, finalize_run=False)
