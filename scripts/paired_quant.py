@@ -58,18 +58,26 @@ def int8_ptq_correct(cfg: Any, calib_images: int, work: Path) -> np.ndarray:
     return cached(work / cfg.model.name / "int8_ptq.test_correct.npy", make)
 
 
-def cell_correct(row_path: Path) -> np.ndarray:
+def cell_files(work: Path, model: str, cell: str, longer_ft: int | None) -> tuple[Path, str]:
+    """The row of a search cell (or of its --longer-ft fine-tune) and its run folder's fine-tune subfolder."""
+    if longer_ft is None:
+        return work / model / f"{cell}.json", "finetune"
+    return work / model / "longer-ft" / f"{cell}-ft{longer_ft}.json", f"finetune-{longer_ft}ep"
+
+
+def cell_correct(row_path: Path, ft_dir: str = "finetune") -> np.ndarray:
     """The search cell's network as deployed: fine-tuned weights, INT8 layers calibrated as in the row."""
     row = json.loads(row_path.read_text())
     run_dir = Path(row["run_dir"])
 
     def make() -> np.ndarray:
         _, env, bundle, schedule, pruned = rebuilt_cell(run_dir)
-        state = torch.load(run_dir / "finetune" / "checkpoint.pt", map_location="cpu", weights_only=True)["model"]
+        state = torch.load(run_dir / ft_dir / "checkpoint.pt", map_location="cpu", weights_only=True)["model"]
         pruned.load_state_dict(state)
         return predictions(deployed(pruned, schedule, env.evaluator.data.calib_images), bundle.test)
 
-    return cached(run_dir / "test_correct_deployed.npy", make)
+    suffix = "" if ft_dir == "finetune" else "-" + ft_dir.removeprefix("finetune-")
+    return cached(run_dir / f"test_correct_deployed{suffix}.npy", make)
 
 
 def check(name: str, correct: np.ndarray, row: dict[str, Any]) -> None:
@@ -87,6 +95,8 @@ def main() -> None:
                    "for the int8_ptq rows")
     p.add_argument("--cells", nargs="+", default=["joint_search@2x"])
     p.add_argument("--calib", type=int, default=128, help="calibration images of the int8_ptq row")
+    p.add_argument("--longer-ft", type=int, default=None, metavar="E",
+                   help="test the cells' --longer-ft E fine-tunes (bench_quantization --longer-ft) instead")
     p.add_argument("--json", required=True)
     args = p.parse_args()
     if not Path(args.report).is_file():
@@ -102,18 +112,18 @@ def main() -> None:
         ptq = int8_ptq_correct(cfg, args.calib, Path(args.work))
         check("int8_ptq", ptq, ptq_row)
         for cell in args.cells:
-            row_path = Path(args.work) / cfg.model.name / f"{cell}.json"
+            row_path, ft_dir = cell_files(Path(args.work), cfg.model.name, cell, args.longer_ft)
             if not row_path.is_file():
-                print(f"{cfg.model.name} {cell}: not finished, skipped", file=sys.stderr)
+                print(f"{cfg.model.name} {cell}: not finished ({row_path} missing), skipped", file=sys.stderr)
                 continue
             row = json.loads(row_path.read_text())
-            if not (Path(row["run_dir"]) / "finetune" / "checkpoint.pt").is_file():
-                sys.exit(f"paired_quant: {row_path} names {row['run_dir']}, which has no finetune/checkpoint.pt; "
+            if not (Path(row["run_dir"]) / ft_dir / "checkpoint.pt").is_file():
+                sys.exit(f"paired_quant: {row_path} names {row['run_dir']}, which has no {ft_dir}/checkpoint.pt; "
                          "point --work at the folder whose cells are on this machine.")
-            searched = cell_correct(row_path)
+            searched = cell_correct(row_path, ft_dir)
             check(cell, searched, row)
             stats = paired_stats({0: searched}, {0: ptq})
-            tests.append({"model": cfg.model.name, "a": cell, "a_top1": row["top1_after_ft"],
+            tests.append({"model": cfg.model.name, "a": cell, "ft_epochs": row.get("ft_epochs"), "a_top1": row["top1_after_ft"],
                           "a_speedup": row["speedup_measured"], "b": "int8_ptq", "b_top1": ptq_row["top1_after_ft"],
                           "b_speedup": ptq_row["speedup_measured"], "test_images": int(len(ptq)),
                           "a_top1_rebuilt": 100.0 * float(searched.mean()), "b_top1_rebuilt": 100.0 * float(ptq.mean()),
