@@ -17,12 +17,23 @@ import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from autocompress.atomic import atomic_write_text
 from autocompress.config import ConfigError, RefineConfig
 
 REFINE = "refine.json"
+
+
+class Candidate(NamedTuple):
+    """One scored move: its val top-1, policy, log label and the evaluator's outcome and info."""
+
+    top1: float
+    ratios: dict[str, float]
+    precision: dict[str, str] | None
+    label: str
+    outcome: Any
+    info: dict[str, Any]
 
 Move = tuple[dict[str, float], dict[str, str] | None, str]
 """A candidate policy: prune ratios, group precisions (None: all FP32) and what changed, for the log."""
@@ -102,7 +113,7 @@ def refine_policy(env: Any, record: Mapping[str, Any], cfg: RefineConfig, progre
             outcome, info = env.evaluator.evaluate(moved, precision=moved_prec)
             spent += not info.get("cached")
             if check.shortlisted(moved, info) and info["top1"] >= best["top1"]:
-                scored.append((info["top1"], moved, moved_prec, label, outcome, info))
+                scored.append(Candidate(info["top1"], moved, moved_prec, label, outcome, info))
         choice = _first_confirmed(check, scored)
         if choice is None:
             break
@@ -116,12 +127,12 @@ def refine_policy(env: Any, record: Mapping[str, Any], cfg: RefineConfig, progre
     return {**best, "refine": {"from_top1": record["top1"], "moves": accepted, "evaluations": spent}}
 
 
-def _first_confirmed(check: BudgetCheck, scored: list[tuple[Any, ...]]) -> tuple[Any, ...] | None:
+def _first_confirmed(check: BudgetCheck, scored: list[Candidate]) -> Candidate | None:
     """The best-scoring shortlisted move that meets the budget when checked properly (re-timed)."""
-    for item in sorted(scored, key=lambda s: -s[0]):
-        fits, info = check.confirmed(item[1], item[2])
+    for cand in sorted(scored, key=lambda c: -c.top1):
+        fits, info = check.confirmed(cand.ratios, cand.precision)
         if fits:
-            return item if not info else (*item[:5], {**item[5], **info})
+            return cand._replace(info={**cand.info, **info})
     return None
 
 
