@@ -771,6 +771,12 @@ def _validate_refine(obj: RefineConfig, where: str) -> None:
     _check(obj.step is None or 0.0 < obj.step <= 1.0, f"{where}.step", "must be in (0, 1] (or null).")
 
 
+def _validate_experiment(obj: ExperimentConfig, where: str) -> None:
+    refine = obj.tournament is not None and obj.tournament.refine is not None
+    _check(not refine or obj.env.sparsity == "structured", f"{where}.tournament.refine",
+           "walks back channel pruning and precision; with env.sparsity unstructured remove it.")
+
+
 def _validate_quant(obj: QuantConfig, where: str) -> None:
     _check(1 <= obj.calib_images <= 100_000, f"{where}.calib_images", "must be in [1, 100000].")
 
@@ -799,6 +805,7 @@ _VALIDATORS: dict[type, Callable[[Any, str], None]] = {
     DQNConfig: _validate_dqn,
     TournamentConfig: _validate_tournament,
     RefineConfig: _validate_refine,
+    ExperimentConfig: _validate_experiment,
     TrainConfig: _validate_train,
     QuantConfig: _validate_quant,
     RLTaskConfig: _validate_task,

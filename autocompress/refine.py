@@ -82,7 +82,7 @@ class BudgetCheck:
         if cfg.budget_kind == "latency" and not self.measured and getattr(env, "lut", None) is None:
             raise ConfigError("tournament.refine with a latency budget needs env.latency_mode: measured or lut.")
         if getattr(env.evaluator, "sparse", None) is not None:
-            raise ConfigError("tournament.refine walks back channel pruning; drop it with env.sparsity: unstructured.")
+            raise ConfigError("tournament.refine walks back channel pruning; remove it with env.sparsity: unstructured.")
         self.target = 1.0 / cfg.budget
 
     def shortlisted(self, ratios: Mapping[str, float], info: Mapping[str, Any]) -> bool:

@@ -126,6 +126,8 @@ def test_refine_settings_are_checked() -> None:
     with pytest.raises(ConfigError, match="tournament.refine.step"):
         load_config({"tournament": {"refine": {"step": 0}}})
     assert load_config({"tournament": {"refine": {}}}).tournament.refine == RefineConfig()
+    with pytest.raises(ConfigError, match="config.tournament.refine: .*sparsity unstructured"):
+        load_config({"env": {"sparsity": "unstructured", "budget_kind": "size"}, "tournament": {"refine": {}}})
 
 
 def test_the_plan_says_the_finalists_are_refined(built, tmp_path) -> None:
