@@ -8,7 +8,9 @@ after, MACs ratio, and speedups measured in alternation against the unpruned net
 ONNX Runtime (batch 1, one thread). Finished cells are written to `--work/<model>/<method>-seed<S>/cell.json`
 (with the per-image test correctness as .npy for the paired tests) and skipped on a rerun; an unfinished
 search resumes from its checkpoint. The JSON is rebuilt from every finished cell under `--work`, so runs of
-the two models (or several sittings) add up to one report.
+the two models (or several sittings) add up to one report. Its rows carry the per-image correctness too
+(packed bits), so `--keep-rows-from` an earlier report adds that report's cells to a new run folder's,
+paired tests included, after the old run folders are gone.
 
     python scripts/bench_quality.py --configs experiments/resnet20-cifar10jpeg-macs50.yaml \
         --methods ddpg dqn random uniform global sensitivity --seeds 0 1 2 \
@@ -18,6 +20,7 @@ the two models (or several sittings) add up to one report.
 from __future__ import annotations
 
 import argparse
+import base64
 import datetime as dt
 import json
 import os
@@ -155,18 +158,34 @@ def retime(env: Any, work: Path, rounds: int) -> None:
               f"ORT {cell['speedup_ort']:.2f}x", file=sys.stderr)
 
 
-def paired_tests(work: Path, rows: list[dict[str, Any]], a: str, b: str, model: str,
+def pack_correct(correct: np.ndarray) -> str:
+    """Per-image correctness as base64 of packed bits (1.7 kB for 10,000 images): what a paired test needs,
+    small enough to live in a committed report after the run folder is gone."""
+    return base64.b64encode(np.packbits(np.asarray(correct, dtype=bool))).decode("ascii")
+
+
+def unpack_correct(text: str, n: int) -> np.ndarray:
+    return np.unpackbits(np.frombuffer(base64.b64decode(text), dtype=np.uint8))[:n].astype(bool)
+
+
+def paired_tests(rows: list[dict[str, Any]], a: str, b: str, model: str,
                  samples: int = 10000) -> dict[str, Any] | None:
-    """Methods a vs b on the same test images, after fine-tuning (`paired_stats` over their seeds)."""
-
-    def correct(method: str) -> dict[int, np.ndarray]:
-        return {r["seed"]: np.load(work / model / f"{method}-seed{r['seed']}" / "test_correct_after_ft.npy")
-                for r in rows if r["model"] == model and r["method"] == method}
-
-    ca, cb = correct(a), correct(b)
-    if not ca or not cb:
+    """Methods a vs b on the same test images, after fine-tuning (`paired_stats` over their seeds). A row
+    without its per-image results (kept from a report written before rows carried them) makes the test
+    impossible: the entry then says which seeds to rerun instead of testing on a subset."""
+    sel = {m: [r for r in rows if r["model"] == model and r["method"] == m] for m in (a, b)}
+    if not sel[a] or not sel[b]:
         return None
-    return {"model": model, "a": a, "b": b, **paired_stats(ca, cb, samples)}
+    missing = {m: [r["seed"] for r in sel[m] if "test_correct_after_ft" not in r] for m in (a, b)}
+    if missing[a] or missing[b]:
+        gaps = "; ".join(f"{m} seeds {s}" for m, s in missing.items() if s)
+        return {"model": model, "a": a, "b": b,
+                "not_computed": f"no per-image test results for {gaps} (cells finished before reports kept "
+                                "them); rerun those cells to test"}
+    ca, cb = ({r["seed"]: unpack_correct(r["test_correct_after_ft"], r["test_images"]) for r in sel[m]}
+              for m in (a, b))
+    return {"model": model, "a": a, "b": b, "seeds_a": sorted(ca), "seeds_b": sorted(cb),
+            **paired_stats(ca, cb, samples)}
 
 
 def paired_stats(ca: dict[int, np.ndarray], cb: dict[int, np.ndarray], samples: int = 10000) -> dict[str, Any]:
@@ -188,9 +207,10 @@ def paired_stats(ca: dict[int, np.ndarray], cb: dict[int, np.ndarray], samples: 
             "bootstrap_p": p_boot, "mcnemar_per_seed": mcnemar}
 
 
-def summarise(rows: list[dict[str, Any]], work: Path) -> dict[str, Any]:
+def summarise(rows: list[dict[str, Any]], earlier: dict[str, Any] | None = None) -> dict[str, Any]:
     """Per model and method: mean/std over seeds; the best RL search vs the best non-RL baseline and vs
-    uniform, paired."""
+    uniform, paired. A test that cannot be computed now is taken from the `earlier` report when that one
+    compared the very same seeds."""
     out: dict[str, Any] = {"per_method": {}, "paired_tests": []}
     for model in sorted({r["model"] for r in rows}):
         stats = {}
@@ -209,10 +229,24 @@ def summarise(rows: list[dict[str, Any]], work: Path) -> dict[str, Any]:
             best_base = max(base, key=lambda m: stats[m]["top1_after_ft_mean"])
             # the best non-RL baseline, and uniform too (the issue's other target) when it is not that baseline
             for other in dict.fromkeys([best_base] + (["uniform"] if "uniform" in stats else [])):
-                test = paired_tests(work, rows, best_rl, other, model)
+                test = paired_tests(rows, best_rl, other, model)
+                if test and "not_computed" in test:
+                    test = earlier_test(earlier, test, stats) or test
                 if test:
                     out["paired_tests"].append(test)
     return out
+
+
+def earlier_test(earlier: dict[str, Any] | None, test: dict[str, Any],
+                 stats: dict[str, Any]) -> dict[str, Any] | None:
+    """The earlier report's test of the same pair, if it ran on the seeds both methods have now."""
+    for old in (earlier or {}).get("summary", {}).get("paired_tests", []):
+        if (old["model"], old["a"], old["b"]) != (test["model"], test["a"], test["b"]) or "not_computed" in old:
+            continue
+        seeds = sorted(int(s) for s in old["mcnemar_per_seed"])
+        if seeds == sorted(stats[test["a"]]["seeds"]) == sorted(stats[test["b"]]["seeds"]):
+            return {**old, "carried_from_earlier_report": True}
+    return None
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -235,9 +269,30 @@ def adapted_top1(env: Any, bundle: Any, work: Path, model: str) -> float:
     return top1
 
 
-def collect(work: Path) -> list[dict[str, Any]]:
-    rows = [json.loads(p.read_text()) for p in sorted(work.glob(f"*/*/{CELL}"))]
+def collect(work: Path, keep_from: Path | None = None) -> list[dict[str, Any]]:
+    """Every finished cell under `work` (with its per-image correctness packed in), plus the rows of the
+    `keep_from` report for cells `work` does not have."""
+    rows = []
+    for path in sorted(work.glob(f"*/*/{CELL}")):
+        row = json.loads(path.read_text())
+        if (npy := path.parent / "test_correct_after_ft.npy").is_file():
+            row["test_correct_after_ft"] = pack_correct(np.load(npy))
+        rows.append(row)
+    if keep_from is not None:
+        have = {(r["model"], r["method"], r["seed"]) for r in rows}
+        rows += [{**r, "kept_from": r.get("kept_from", str(keep_from))} for r in read_report(keep_from)["details"]
+                 if (r["model"], r["method"], r["seed"]) not in have]
     return sorted(rows, key=lambda r: (r["model"], r["method"], r["seed"]))
+
+
+def read_report(path: Path) -> dict[str, Any]:
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SystemExit(f"--keep-rows-from: cannot read {path} ({exc}); give a report this script wrote.") from None
+    if not isinstance(report, dict) or not isinstance(report.get("details"), list):
+        raise SystemExit(f"--keep-rows-from: {path} has no 'details' list; give a report this script wrote.")
+    return report
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -258,6 +313,9 @@ def main(argv: list[str] | None = None) -> None:
                         "fine-tune the same networks with a longer recipe")
     p.add_argument("--json", required=True)
     p.add_argument("--plot", default=None, help="PNG: top-1 before and after fine-tuning per method and seed")
+    p.add_argument("--keep-rows-from", default=None,
+                   help="an earlier report JSON of this script: its rows for cells --work lacks go into the new "
+                        "report (e.g. after a new checkout lost the run folders); it may be the --json path")
     p.add_argument("--report-only", action="store_true",
                    help="run nothing: rebuild the JSON and plot from the finished cells (e.g. while cells still run)")
     p.add_argument("--retime", action="store_true",
@@ -295,9 +353,13 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def write_report(args: argparse.Namespace, work: Path, adapted: dict[str, float]) -> None:
-    rows = collect(work)
+    keep_from = Path(args.keep_rows_from) if args.keep_rows_from else None
+    earlier = read_report(keep_from) if keep_from else None
+    rows = collect(work, keep_from)
     for baseline in work.glob("*/baseline.json"):
         adapted.setdefault(baseline.parent.name, json.loads(baseline.read_text())["test_top1"])
+    for model, top1 in ((earlier or {}).get("adapted_top1") or {}).items():
+        adapted.setdefault(model, top1)
     keys = ("model", "method", "seed", "budget", "episodes", "ft_epochs", "test_images", "macs_ratio",
             "speedup_eager", "speedup_ort", "top1_before_ft", "top1_after_ft", "search_s", "ft_s")
     kendall = None
@@ -311,7 +373,7 @@ def write_report(args: argparse.Namespace, work: Path, adapted: dict[str, float]
         "kendall_tau": kendall,
         "kendall_tau_all_rewards": k["kendall_tau"] if kendall else None,
         "rows": [{k: r[k] for k in keys} for r in rows],
-        "summary": summarise(rows, work),
+        "summary": summarise(rows, earlier),
         "details": rows,
         "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
         "machine": f"{machine_description()}; {platform.processor() or platform.machine()}; "
@@ -323,6 +385,9 @@ def write_report(args: argparse.Namespace, work: Path, adapted: dict[str, float]
         plot(rows, adapted, args.plot)
     print(table(rows))
     for t in result["summary"]["paired_tests"]:
+        if "not_computed" in t:
+            print(f"{t['model']}: {t['a']} vs {t['b']}: not tested: {t['not_computed']}")
+            continue
         print(f"{t['model']}: {t['a']} - {t['b']} = {t['mean_diff_points']:+.2f} points after FT "
               f"(95% CI {t['bootstrap_ci95_points'][0]:+.2f}..{t['bootstrap_ci95_points'][1]:+.2f}, "
               f"bootstrap p {t['bootstrap_p']:.3g})")

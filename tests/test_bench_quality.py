@@ -52,3 +52,41 @@ def test_a_report_without_the_asked_cell_is_a_one_line_error(tmp_path):
     with pytest.raises(SystemExit, match="has no tiny_cnn random seed 0 row") as info:
         _run(tmp_path, "w", "--methods", "random", "--schedules-from", str(report))
     assert "\n" not in str(info.value)
+
+
+def test_a_new_run_folder_keeps_an_earlier_report_s_rows_and_their_paired_tests(tmp_path):
+    first = _run(tmp_path, "first", "--methods", "dqn", "uniform")
+    (dqn,) = [d for d in first["details"] if d["method"] == "dqn"]
+    npy = bench().np.load(tmp_path / "first" / "tiny_cnn" / "dqn-seed0" / "test_correct_after_ft.npy")
+    assert (bench().unpack_correct(dqn["test_correct_after_ft"], dqn["test_images"]) == npy).all()
+    # a new checkout: the run folder is gone, a new seed runs in a new one, the old rows come from the report
+    again = _run(tmp_path, "again", "--methods", "uniform", "--seeds", "1", "--keep-rows-from",
+                 str(tmp_path / "first.json"))
+    assert [(r["method"], r["seed"]) for r in again["rows"]] == [("dqn", 0), ("uniform", 0), ("uniform", 1)]
+    assert [d.get("kept_from") for d in again["details"]] == [str(tmp_path / "first.json"), str(tmp_path / "first.json"),
+                                                            None]
+    (test,) = again["summary"]["paired_tests"]
+    assert (test["a"], test["seeds_a"], test["b"], test["seeds_b"]) == ("dqn", [0], "uniform", [0, 1])
+    assert "mean_diff_points" in test and "carried_from_earlier_report" not in test
+
+
+def test_rows_without_per_image_results_are_not_tested_on_a_subset(tmp_path):
+    first = _run(tmp_path, "first", "--methods", "dqn", "uniform")
+    old = json.loads((tmp_path / "first.json").read_text())
+    for d in old["details"]:
+        del d["test_correct_after_ft"]  # as in reports written before rows carried them
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    same = _run(tmp_path, "same", "--methods", "uniform", "--report-only", "--keep-rows-from", str(tmp_path / "old.json"))
+    (carried,) = same["summary"]["paired_tests"]  # the same seeds as the earlier report's test: carried over
+    assert carried["carried_from_earlier_report"] and carried["mean_diff_points"] == pytest.approx(
+        first["summary"]["paired_tests"][0]["mean_diff_points"])
+    more = _run(tmp_path, "more", "--methods", "uniform", "--seeds", "1", "--keep-rows-from", str(tmp_path / "old.json"))
+    (untested,) = more["summary"]["paired_tests"]
+    assert "dqn seeds [0]; uniform seeds [0]" in untested["not_computed"] and "mean_diff_points" not in untested
+
+
+def test_an_unreadable_earlier_report_is_a_one_line_error(tmp_path):
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(SystemExit, match="--keep-rows-from: cannot read") as info:
+        _run(tmp_path, "w", "--methods", "uniform", "--report-only", "--keep-rows-from", str(tmp_path / "bad.json"))
+    assert "\n" not in str(info.value)
