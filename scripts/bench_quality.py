@@ -132,7 +132,7 @@ def run_cell(cfg: ExperimentConfig, env: Any, bundle: Any, method: str, seed: in
         "model": cfg.model.name, "method": method, "seed": seed,
         "budget": f"{cfg.env.budget_kind}{cfg.env.budget:g}",
         "episodes": cfg.search.episodes if method not in ONE_EPISODE else 1,
-        "evaluations": best["evaluations"], "ft_epochs": cfg.finetune.epochs, "test_images": int(len(after)),
+        "evaluations": best["evaluations"], "ft_epochs": cfg.finetune.epochs, "ft_lr": cfg.finetune.lr, "test_images": int(len(after)),
         "macs_ratio": best["macs_ratio"], **speedups(env, pruned.eval(), rounds), "timing_loadavg": os.getloadavg()[0],
         "top1_before_ft": 100.0 * float(before.mean()), "top1_after_ft": 100.0 * float(after.mean()),
         "search_s": search_s, "ft_s": ft_s,
@@ -302,6 +302,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--episodes", type=int, default=None, help="override search.episodes (default: the config's)")
     p.add_argument("--ft-epochs", type=int, default=None, help="override finetune.epochs (default: the config's)")
+    p.add_argument("--ft-lr", type=float, default=None, help="override finetune.lr (default: the config's)")
     p.add_argument("--ft-max-batches", type=int, default=None, help="cap batches per fine-tune epoch (smoke runs)")
     p.add_argument("--rounds", type=int, default=40, help="alternating timing pairs per runtime")
     p.add_argument("--threads", type=int, default=2)
@@ -331,7 +332,7 @@ def main(argv: list[str] | None = None) -> None:
         cfg = load_config(path)
         if cfg.finetune is None:
             raise ConfigError(f"{path}: the benchmark needs a finetune section (the recipe every method gets).")
-        ft = replace(cfg.finetune, distill=True, **{k: v for k, v in (("epochs", args.ft_epochs),
+        ft = replace(cfg.finetune, distill=True, **{k: v for k, v in (("epochs", args.ft_epochs), ("lr", args.ft_lr),
                                                                        ("max_batches", args.ft_max_batches)) if v})
         search = cfg.search if args.episodes is None else replace(cfg.search, episodes=args.episodes)
         cfg = replace(cfg, finetune=ft, search=search)

@@ -37,12 +37,12 @@ def _run(tmp_path: Path, name: str, *extra: str) -> dict[str, Any]:
 def test_a_report_s_schedules_are_fine_tuned_again_without_a_search(tmp_path):
     first = _run(tmp_path, "first", "--methods", "dqn", "uniform")
     assert [tuple(r)[: len(ROW_KEYS)] for r in first["rows"]] == [ROW_KEYS] * 2
-    again = _run(tmp_path, "again", "--methods", "dqn", "--ft-epochs", "2",
+    again = _run(tmp_path, "again", "--methods", "dqn", "--ft-epochs", "2", "--ft-lr", "0.02",
                  "--schedules-from", str(tmp_path / "first.json"))
     (old,) = [d for d in first["details"] if d["method"] == "dqn"]
     (new,) = again["details"]
     assert new["schedule"] == pytest.approx(old["schedule"])  # the same network, pruned the same way
-    assert new["schedule_from"] == str(tmp_path / "first.json") and new["ft_epochs"] == 2
+    assert new["schedule_from"] == str(tmp_path / "first.json") and (new["ft_epochs"], new["ft_lr"]) == (2, 0.02)
     assert (new["search_s"], new["best_episode"]) == (old["search_s"], old["best_episode"])  # no new search
 
 
