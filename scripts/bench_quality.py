@@ -45,8 +45,8 @@ from autocompress.pruning import Schedule
 from autocompress.search import AGENTS, CHECKPOINT, ONE_EPISODE, Search, machine_description
 from autocompress.train import train
 
-SEARCHES = ("ddpg", "dqn", "random")
-"""Methods that search (their episodes are the budget); the others compute one allocation."""
+RL = ("ddpg", "dqn")
+"""The learned searches; every other method (random search included) is a non-RL baseline."""
 CELL = "cell.json"
 
 
@@ -208,8 +208,8 @@ def paired_stats(ca: dict[int, np.ndarray], cb: dict[int, np.ndarray], samples: 
 
 
 def summarise(rows: list[dict[str, Any]], earlier: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Per model and method: mean/std over seeds; the best RL search vs the best non-RL baseline and vs
-    uniform, paired. A test that cannot be computed now is taken from the `earlier` report when that one
+    """Per model and method: mean/std over seeds; the best RL search against each non-RL baseline (random
+    search included; the best of them first), paired. A test that cannot be computed now is taken from the `earlier` report when that one
     compared the very same seeds."""
     out: dict[str, Any] = {"per_method": {}, "paired_tests": []}
     for model in sorted({r["model"] for r in rows}):
@@ -222,13 +222,14 @@ def summarise(rows: list[dict[str, Any]], earlier: dict[str, Any] | None = None)
                              "top1_after_ft_std": s_after, "top1_before_ft_mean": m_before,
                              "top1_before_ft_std": s_before}
         out["per_method"][model] = stats
-        rl = [m for m in stats if m in ("ddpg", "dqn")]
-        base = [m for m in stats if m not in SEARCHES]
+        rl = [m for m in stats if m in RL]
+        base = [m for m in stats if m not in RL]
         if rl and base:
             best_rl = max(rl, key=lambda m: stats[m]["top1_after_ft_mean"])
-            best_base = max(base, key=lambda m: stats[m]["top1_after_ft_mean"])
-            # the best non-RL baseline, and uniform too (the issue's other target) when it is not that baseline
-            for other in dict.fromkeys([best_base] + (["uniform"] if "uniform" in stats else [])):
+            base.sort(key=lambda m: -stats[m]["top1_after_ft_mean"])
+            out.setdefault("best", {})[model] = {"rl": best_rl, "non_rl": base[0]}
+            # every non-RL baseline, best first: the targets name the best one and uniform
+            for other in base:
                 test = paired_tests(rows, best_rl, other, model)
                 if test and "not_computed" in test:
                     test = earlier_test(earlier, test, stats) or test

@@ -5,7 +5,8 @@ faster elsewhere, and rows timed on different CPUs (the report records each row'
 This rebuilds each row's network from the report alone (its prune ratios, removed blocks and per-layer precision,
 on the adapted weights: the speed of a network does not depend on its weight values, so the fine-tuned weights
 are not needed), checks that the rebuilt network has the row's MACs ratio, and times it against the unpruned FP32
-network in ONNX Runtime (batch 1, one thread, alternation, median of the per-pair ratios), all rows in one run.
+network in ONNX Runtime (batch 1, one thread, alternation, median of the per-pair ratios), all rows in one run,
+in several passes (median per row).
 Run from the repository root, on a machine as quiet as you can make it:
 
     python scripts/retime_quant_rows.py --configs experiments/resnet20-cifar10jpeg-macs50.yaml \
@@ -19,6 +20,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import statistics
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -78,7 +80,10 @@ def candidate(row: dict[str, Any], model: torch.nn.Module, calib: torch.Tensor, 
     return quantize_layers(pruned, calib, precision, QuantConfig(calib_images=len(calib)))
 
 
-def time_rows(cfg_path: str, rows: list[dict[str, Any]], rounds: int, calib_images: int) -> list[dict[str, Any]]:
+def time_rows(cfg_path: str, rows: list[dict[str, Any]], rounds: int, calib_images: int,
+              repeats: int) -> list[dict[str, Any]]:
+    """Each row's network against the unpruned FP32 one; `repeats` passes over all rows, each row's speedup the
+    median of its passes (one pass can catch a noisy minute; passes in turn spread that over every row)."""
     cfg = load_config(cfg_path)
     bundle = load_data(cfg.data)
     model = build_model(cfg, bundle).eval()
@@ -87,19 +92,23 @@ def time_rows(cfg_path: str, rows: list[dict[str, Any]], rounds: int, calib_imag
     example = calib[:1]
     meter = LatencyMeter(LatencyConfig(runtime="onnxruntime", threads=1, rounds=rounds, warmup=10),
                          tuple(bundle.input_shape))
+    mine = [r for r in rows if r["model"] == cfg.model.name and r["method"] != "fp32"]
+    nets = [candidate(row, model, calib, arch, example) for row in mine]
+    passes = [[meter.compare(model, net) for net in nets] for _ in range(repeats)]
     out = []
-    for row in rows:
-        if row["model"] != cfg.model.name or row["method"] == "fp32":
-            continue
-        cmp = meter.compare(model, candidate(row, model, calib, arch, example))
+    for k, row in enumerate(mine):
+        speedups = [p[k].speedup for p in passes]
         out.append({"model": row["model"], "method": row["method"], "target_speedup": row.get("target_speedup"),
-                    "speedup_here": cmp.speedup, "spread_here": cmp.spread, "latency_ms_here": cmp.latency_ms,
-                    "fp32_latency_ms_here": cmp.baseline_ms, "speedup_recorded": row["speedup_measured"],
-                    "cpu_recorded": row["cpu"], "top1_after_ft": row["top1_after_ft"],
-                    "macs_ratio": row.get("macs_ratio"), "loadavg": os.getloadavg()[0]})
+                    "speedup_here": statistics.median(speedups), "speedup_here_passes": speedups,
+                    "latency_ms_here": statistics.median(p[k].latency_ms for p in passes),
+                    "fp32_latency_ms_here": statistics.median(p[k].baseline_ms for p in passes),
+                    "speedup_recorded": row["speedup_measured"], "cpu_recorded": row["cpu"],
+                    "top1_after_ft": row["top1_after_ft"], "macs_ratio": row.get("macs_ratio"),
+                    "loadavg": os.getloadavg()[0]})
         r = out[-1]
         print(f"{r['model']:18} {r['method']:13} {r['target_speedup'] or '':>4} recorded {r['speedup_recorded']:.2f}x "
-              f"({r['cpu_recorded'].split(' (')[0]}), here {r['speedup_here']:.2f}x", file=sys.stderr)
+              f"({r['cpu_recorded'].split(' (')[0]}), here {r['speedup_here']:.2f}x "
+              f"({min(speedups):.2f}-{max(speedups):.2f})", file=sys.stderr)
     return out
 
 
@@ -136,6 +145,7 @@ def main() -> None:
     p.add_argument("--configs", nargs="+", required=True, help="experiment YAMLs (model, adapted weights, data)")
     p.add_argument("--report", default="docs/benchmarks/quantization.json")
     p.add_argument("--rounds", type=int, default=200, help="alternating timing pairs per row")
+    p.add_argument("--repeats", type=int, default=5, help="passes over all rows (median per row)")
     p.add_argument("--calib", type=int, default=128, help="calibration images of the INT8 layers")
     p.add_argument("--json", required=True)
     p.add_argument("--plot", default=None)
@@ -147,9 +157,9 @@ def main() -> None:
                          "bench_quantization's report JSON.") from None
     torch.set_num_threads(1)
     cpu = f"{cpu_model()} ({', '.join(cpu_int8_flags()) or 'no INT8 flags found'})"
-    timed = [r for path in args.configs for r in time_rows(path, rows, args.rounds, args.calib)]
+    timed = [r for path in args.configs for r in time_rows(path, rows, args.rounds, args.calib, args.repeats)]
     write_json_atomic(args.json, {
-        "rows": timed, "cpu": cpu, "report": args.report, "rounds": args.rounds,
+        "rows": timed, "cpu": cpu, "report": args.report, "rounds": args.rounds, "repeats": args.repeats,
         "command": "python " + " ".join(sys.argv),
         "date": dt.datetime.now().astimezone().isoformat(timespec="seconds")})
     if args.plot and timed:
