@@ -132,7 +132,8 @@ def run_cell(cfg: ExperimentConfig, env: Any, bundle: Any, method: str, seed: in
         "model": cfg.model.name, "method": method, "seed": seed,
         "budget": f"{cfg.env.budget_kind}{cfg.env.budget:g}",
         "episodes": cfg.search.episodes if method not in ONE_EPISODE else 1,
-        "evaluations": best["evaluations"], "ft_epochs": cfg.finetune.epochs, "ft_lr": cfg.finetune.lr, "test_images": int(len(after)),
+        "evaluations": best["evaluations"], "ft_epochs": cfg.finetune.epochs, "ft_lr": cfg.finetune.lr,
+        "test_images": int(len(after)),
         "macs_ratio": best["macs_ratio"], **speedups(env, pruned.eval(), rounds), "timing_loadavg": os.getloadavg()[0],
         "top1_before_ft": 100.0 * float(before.mean()), "top1_after_ft": 100.0 * float(after.mean()),
         "search_s": search_s, "ft_s": ft_s,
@@ -209,8 +210,8 @@ def paired_stats(ca: dict[int, np.ndarray], cb: dict[int, np.ndarray], samples: 
 
 def summarise(rows: list[dict[str, Any]], earlier: dict[str, Any] | None = None) -> dict[str, Any]:
     """Per model and method: mean/std over seeds; the best RL search against each non-RL baseline (random
-    search included; the best of them first), paired. A test that cannot be computed now is taken from the `earlier` report when that one
-    compared the very same seeds."""
+    search included; the best of them first), paired. A test that cannot be computed now is taken from the
+    `earlier` report when that one compared the very same seeds."""
     out: dict[str, Any] = {"per_method": {}, "paired_tests": []}
     for model in sorted({r["model"] for r in rows}):
         stats = {}
@@ -270,18 +271,18 @@ def adapted_top1(env: Any, bundle: Any, work: Path, model: str) -> float:
     return top1
 
 
-def collect(work: Path, keep_from: Path | None = None) -> list[dict[str, Any]]:
+def collect(work: Path, earlier: dict[str, Any] | None = None, source: str = "") -> list[dict[str, Any]]:
     """Every finished cell under `work` (with its per-image correctness packed in), plus the rows of the
-    `keep_from` report for cells `work` does not have."""
+    `earlier` report (read from `source`) for cells `work` does not have."""
     rows = []
     for path in sorted(work.glob(f"*/*/{CELL}")):
         row = json.loads(path.read_text())
         if (npy := path.parent / "test_correct_after_ft.npy").is_file():
             row["test_correct_after_ft"] = pack_correct(np.load(npy))
         rows.append(row)
-    if keep_from is not None:
+    if earlier is not None:
         have = {(r["model"], r["method"], r["seed"]) for r in rows}
-        rows += [{**r, "kept_from": r.get("kept_from", str(keep_from))} for r in read_report(keep_from)["details"]
+        rows += [{**r, "kept_from": r.get("kept_from", source)} for r in earlier["details"]
                  if (r["model"], r["method"], r["seed"]) not in have]
     return sorted(rows, key=lambda r: (r["model"], r["method"], r["seed"]))
 
@@ -355,9 +356,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def write_report(args: argparse.Namespace, work: Path, adapted: dict[str, float]) -> None:
-    keep_from = Path(args.keep_rows_from) if args.keep_rows_from else None
-    earlier = read_report(keep_from) if keep_from else None
-    rows = collect(work, keep_from)
+    earlier = read_report(Path(args.keep_rows_from)) if args.keep_rows_from else None
+    rows = collect(work, earlier, args.keep_rows_from or "")
     for baseline in work.glob("*/baseline.json"):
         adapted.setdefault(baseline.parent.name, json.loads(baseline.read_text())["test_top1"])
     for model, top1 in ((earlier or {}).get("adapted_top1") or {}).items():

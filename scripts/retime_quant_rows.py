@@ -38,9 +38,9 @@ from autocompress.quantize import cpu_int8_flags, quantize_int8, quantize_layers
 
 JOINT_DEFAULT = "experiments/{arch}-cifar10jpeg-int8-joint.yaml"
 """The search settings of rows that do not name theirs (bench_quantization's --joint-config default)."""
-MIN_CHANNELS = (None, 8)
-"""The groups' channel floor: the config's, then the one bench_joint may have widened to (REACH) to reach a
-target; tried in order until the rebuilt MACs match the row's."""
+WIDENED_MIN_CHANNELS = 8
+"""The channel floor bench_joint may have widened a cell to (REACH) to reach its target: tried after the
+config's own floor when the rebuilt MACs do not match the row's."""
 MACS_MATCH = 1e-4
 
 
@@ -55,9 +55,8 @@ def rebuilt(model: torch.nn.Module, row: dict[str, Any], arch: str, example: tor
     """The row's pruned FP32 network; refused unless its MACs ratio is the row's (else it is another network)."""
     base = prune_config(row, arch)
     tried = []
-    for floor in MIN_CHANNELS:
-        cfg = replace(base, min_channels=min(base.min_channels, floor or base.min_channels))
-        pruner = Pruner(model, example, cfg)
+    for floor in dict.fromkeys((base.min_channels, min(base.min_channels, WIDENED_MIN_CHANNELS))):
+        pruner = Pruner(model, example, replace(base, min_channels=floor))
         kept = pruner.kept_channels(row["schedule"])
         ratio = pruner.cost_model.macs(kept) / pruner.cost_model.base_macs
         tried.append(round(ratio, 5))
@@ -153,8 +152,8 @@ def main() -> None:
     try:
         rows = json.loads(Path(args.report).read_text())["details"]
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise SystemExit(f"retime_quant_rows: cannot read the rows' details from --report {args.report} ({exc}); give "
-                         "bench_quantization's report JSON.") from None
+        raise SystemExit(f"retime_quant_rows: cannot read the rows' details from --report {args.report} ({exc}); "
+                         "give bench_quantization's report JSON.") from None
     torch.set_num_threads(1)
     cpu = f"{cpu_model()} ({', '.join(cpu_int8_flags()) or 'no INT8 flags found'})"
     timed = [r for path in args.configs for r in time_rows(path, rows, args.rounds, args.calib, args.repeats)]
