@@ -321,6 +321,8 @@ def main(argv: list[str] | None = None) -> None:
                         "report (e.g. after a new checkout lost the run folders); it may be the --json path")
     p.add_argument("--report-only", action="store_true",
                    help="run nothing: rebuild the JSON and plot from the finished cells (e.g. while cells still run)")
+    p.add_argument("--report-seeds", nargs="+", type=int, default=None,
+                   help="report only these seeds' rows and tests (e.g. the seeds a recipe was not chosen on)")
     p.add_argument("--retime", action="store_true",
                    help="only re-measure the speedups of every finished cell (run it on a quiet machine)")
     args = p.parse_args(argv)
@@ -358,6 +360,8 @@ def main(argv: list[str] | None = None) -> None:
 def write_report(args: argparse.Namespace, work: Path, adapted: dict[str, float]) -> None:
     earlier = read_report(Path(args.keep_rows_from)) if args.keep_rows_from else None
     rows = collect(work, earlier, args.keep_rows_from or "")
+    if args.report_seeds is not None:
+        rows = [r for r in rows if r["seed"] in args.report_seeds]
     for baseline in work.glob("*/baseline.json"):
         adapted.setdefault(baseline.parent.name, json.loads(baseline.read_text())["test_top1"])
     for model, top1 in ((earlier or {}).get("adapted_top1") or {}).items():

@@ -68,6 +68,12 @@ def test_a_new_run_folder_keeps_an_earlier_report_s_rows_and_their_paired_tests(
     (test,) = again["summary"]["paired_tests"]
     assert (test["a"], test["seeds_a"], test["b"], test["seeds_b"]) == ("dqn", [0], "uniform", [0, 1])
     assert "mean_diff_points" in test and "carried_from_earlier_report" not in test
+    # a report of some seeds only (e.g. those a recipe was not chosen on): its rows and its test use no other
+    seed0 = _run(tmp_path, "again", "--report-only", "--report-seeds", "0", "--keep-rows-from",
+                 str(tmp_path / "first.json"))
+    assert [(r["method"], r["seed"]) for r in seed0["rows"]] == [("dqn", 0), ("uniform", 0)]
+    (test,) = seed0["summary"]["paired_tests"]
+    assert (test["seeds_a"], test["seeds_b"]) == ([0], [0])
 
 
 def test_rows_without_per_image_results_are_not_tested_on_a_subset(tmp_path):
