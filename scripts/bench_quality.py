@@ -366,6 +366,9 @@ def write_report(args: argparse.Namespace, work: Path, adapted: dict[str, float]
     rows = collect(work, earlier, args.keep_rows_from or "")
     if args.report_seeds is not None:
         rows = [r for r in rows if r["seed"] in args.report_seeds]
+        if not rows:
+            raise SystemExit(f"--report-seeds {' '.join(map(str, args.report_seeds))}: no finished cell has these "
+                             f"seeds under {work}; give seeds that ran (see the cell folders' -seedN names).")
     for baseline in work.glob("*/baseline.json"):
         adapted.setdefault(baseline.parent.name, json.loads(baseline.read_text())["test_top1"])
     for model, top1 in ((earlier or {}).get("adapted_top1") or {}).items():
