@@ -205,7 +205,30 @@ def paired_stats(ca: dict[int, np.ndarray], cb: dict[int, np.ndarray], samples: 
         mcnemar[str(seed)] = {"only_a_correct": only_a, "only_b_correct": only_b, "p": float(p)}
     return {"mean_diff_points": 100.0 * float(diff.mean()),
             "bootstrap_ci95_points": [100.0 * float(np.percentile(boot, 2.5)), 100.0 * float(np.percentile(boot, 97.5))],
-            "bootstrap_p": p_boot, "mcnemar_per_seed": mcnemar}
+            "bootstrap_p": p_boot, "mcnemar_per_seed": mcnemar, **seed_level_tests(ca, cb, samples)}
+
+
+def seed_level_tests(ca: dict[int, np.ndarray], cb: dict[int, np.ndarray], samples: int = 10000) -> dict[str, Any]:
+    """Tests that also count the fine-tune's seed-to-seed noise, which the bootstrap over images alone
+    ignores: Welch's t over per-seed top-1, and a two-level bootstrap (seeds of each method drawn with
+    replacement, then the test images, paired). Both need >= 2 seeds per method; else they are None."""
+    from scipy.stats import ttest_ind
+
+    if min(len(ca), len(cb)) < 2:
+        return {"welch_seeds_p": None, "two_level_bootstrap_ci95_points": None, "two_level_bootstrap_p": None}
+    a, b = (np.stack([c[s] for s in sorted(c)]).astype(np.float32) for c in (ca, cb))
+    welch_p = float(ttest_ind(a.mean(axis=1), b.mean(axis=1), equal_var=False).pvalue)
+    rng = np.random.default_rng(1)
+    n = a.shape[1]
+    boot = np.empty(samples)
+    for i in range(samples):
+        weights = np.bincount(rng.integers(0, n, n), minlength=n).astype(np.float32) / n
+        pick_a, pick_b = rng.integers(0, len(a), len(a)), rng.integers(0, len(b), len(b))
+        boot[i] = (a[pick_a] @ weights).mean() - (b[pick_b] @ weights).mean()
+    p_boot = float(min(1.0, max(2 * min((boot <= 0).mean(), (boot >= 0).mean()), 1.0 / samples)))
+    return {"welch_seeds_p": welch_p,
+            "two_level_bootstrap_ci95_points": [100.0 * float(np.percentile(boot, q)) for q in (2.5, 97.5)],
+            "two_level_bootstrap_p": p_boot}
 
 
 def summarise(rows: list[dict[str, Any]], earlier: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -403,7 +426,15 @@ def write_report(args: argparse.Namespace, work: Path, adapted: dict[str, float]
             continue
         print(f"{t['model']}: {t['a']} - {t['b']} = {t['mean_diff_points']:+.2f} points after FT "
               f"(95% CI {t['bootstrap_ci95_points'][0]:+.2f}..{t['bootstrap_ci95_points'][1]:+.2f}, "
-              f"bootstrap p {t['bootstrap_p']:.3g})")
+              f"bootstrap p {t['bootstrap_p']:.3g}" + seed_level_text(t) + ")")
+
+
+def seed_level_text(test: dict[str, Any]) -> str:
+    if test.get("two_level_bootstrap_p") is None:
+        return ""
+    lo, hi = test["two_level_bootstrap_ci95_points"]
+    return (f"; with seed noise: two-level bootstrap CI {lo:+.2f}..{hi:+.2f}, p {test['two_level_bootstrap_p']:.3g}, "
+            f"Welch p {test['welch_seeds_p']:.3g}")
 
 
 def plot(rows: list[dict[str, Any]], adapted: dict[str, float], path: str) -> None:

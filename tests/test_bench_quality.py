@@ -96,3 +96,23 @@ def test_an_unreadable_earlier_report_is_a_one_line_error(tmp_path):
     with pytest.raises(SystemExit, match="--keep-rows-from: cannot read") as info:
         _run(tmp_path, "w", "--methods", "uniform", "--report-only", "--keep-rows-from", str(tmp_path / "bad.json"))
     assert "\n" not in str(info.value)
+
+
+def _seeds(rng: Any, accuracies: list[float], n: int = 4000) -> dict[int, Any]:
+    return {seed: rng.random(n) < acc for seed, acc in enumerate(accuracies)}
+
+
+def test_seed_noise_widens_the_paired_test_that_images_alone_would_call_significant():
+    rng = bench().np.random.default_rng(0)
+    # a leads b by ~1.3 points on average, but its seeds spread over 6 points: the images alone cannot see that
+    noisy = bench().paired_stats(_seeds(rng, [0.80, 0.86, 0.83]), _seeds(rng, [0.82, 0.78, 0.85]), samples=2000)
+    assert noisy["bootstrap_p"] < 0.05 < noisy["two_level_bootstrap_p"] and noisy["welch_seeds_p"] > 0.05
+    lo, hi = noisy["two_level_bootstrap_ci95_points"]
+    assert lo < 0 < hi and hi - lo > noisy["bootstrap_ci95_points"][1] - noisy["bootstrap_ci95_points"][0]
+    # a lead far above the seed spread stays significant under both levels
+    clear = bench().paired_stats(_seeds(rng, [0.90, 0.91, 0.90]), _seeds(rng, [0.80, 0.81, 0.80]), samples=2000)
+    assert clear["two_level_bootstrap_p"] < 0.01 and clear["welch_seeds_p"] < 0.01
+    assert 5 < clear["two_level_bootstrap_ci95_points"][0] < clear["mean_diff_points"]
+    # one seed per method: no seed-level test, said as None rather than a made-up p
+    single = bench().paired_stats(_seeds(rng, [0.9]), _seeds(rng, [0.8]), samples=200)
+    assert single["welch_seeds_p"] is None and single["two_level_bootstrap_p"] is None
