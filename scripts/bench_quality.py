@@ -253,16 +253,18 @@ def summarise(rows: list[dict[str, Any]], earlier: dict[str, Any] | None = None)
             def rank(m: str, st: dict[str, Any] = stats) -> tuple[int, float]:
                 return len(st[m]["seeds"]), st[m]["top1_after_ft_mean"]
 
-            best_rl = max(rl, key=rank)
+            rl.sort(key=rank, reverse=True)
             base.sort(key=rank, reverse=True)
-            out.setdefault("best", {})[model] = {"rl": best_rl, "non_rl": base[0]}
-            # every non-RL baseline, best first: the targets name the best one and uniform
-            for other in base:
-                test = paired_tests(rows, best_rl, other, model)
-                if test and "not_computed" in test:
-                    test = earlier_test(earlier, test, stats) or test
-                if test:
-                    out["paired_tests"].append(test)
+            out.setdefault("best", {})[model] = {"rl": rl[0], "non_rl": base[0]}
+            # every RL search against every non-RL baseline, the best of each first: the targets name the
+            # best pair and uniform; the others show whether the conclusion depends on which agent led
+            for agent in rl:
+                for other in base:
+                    test = paired_tests(rows, agent, other, model)
+                    if test and "not_computed" in test:
+                        test = earlier_test(earlier, test, stats) or test
+                    if test:
+                        out["paired_tests"].append(test)
     return out
 
 

@@ -116,3 +116,16 @@ def test_seed_noise_widens_the_paired_test_that_images_alone_would_call_signific
     # one seed per method: no seed-level test, said as None rather than a made-up p
     single = bench().paired_stats(_seeds(rng, [0.9]), _seeds(rng, [0.8]), samples=200)
     assert single["welch_seeds_p"] is None and single["two_level_bootstrap_p"] is None
+
+
+def test_every_agent_is_paired_with_every_baseline_the_best_first():
+    rng = bench().np.random.default_rng(0)
+    accuracy = {"dqn": 0.86, "ddpg": 0.88, "random": 0.85, "uniform": 0.80}
+    rows = [{"model": "m", "method": method, "seed": seed, "test_images": 2000, "top1_before_ft": 50.0,
+             "top1_after_ft": 100.0 * float(correct.mean()), "test_correct_after_ft": bench().pack_correct(correct)}
+            for method, acc in accuracy.items() for seed in (0, 1) for correct in [rng.random(2000) < acc]]
+    summary = bench().summarise(rows)
+    assert summary["best"]["m"] == {"rl": "ddpg", "non_rl": "random"}
+    pairs = [(t["a"], t["b"]) for t in summary["paired_tests"]]
+    assert pairs == [("ddpg", "random"), ("ddpg", "uniform"), ("dqn", "random"), ("dqn", "uniform")]
+    assert all(t["mean_diff_points"] > 0 and t["welch_seeds_p"] is not None for t in summary["paired_tests"])
