@@ -197,18 +197,24 @@ def paired_stats(ca: dict[int, np.ndarray], cb: dict[int, np.ndarray], samples: 
     diff = np.mean(list(ca.values()), axis=0) - np.mean(list(cb.values()), axis=0)
     rng = np.random.default_rng(0)
     boot = np.array([diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(samples)])
-    p_boot = float(min(1.0, max(2 * min((boot <= 0).mean(), (boot >= 0).mean()), 1.0 / samples)))
+    ci, p_boot = bootstrap_ci_p(boot)
     mcnemar = {}
     for seed in sorted(set(ca) & set(cb)):
         only_a, only_b = int((ca[seed] & ~cb[seed]).sum()), int((~ca[seed] & cb[seed]).sum())
         p = binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
         mcnemar[str(seed)] = {"only_a_correct": only_a, "only_b_correct": only_b, "p": float(p)}
     return {"mean_diff_points": 100.0 * float(diff.mean()),
-            "bootstrap_ci95_points": [100.0 * float(np.percentile(boot, 2.5)), 100.0 * float(np.percentile(boot, 97.5))],
-            "bootstrap_p": p_boot, "mcnemar_per_seed": mcnemar, **seed_level_tests(ca, cb, samples)}
+            "bootstrap_ci95_points": ci, "bootstrap_p": p_boot, "mcnemar_per_seed": mcnemar, **seed_level_tests(ca, cb, samples)}
 
 
-def seed_level_tests(ca: dict[int, np.ndarray], cb: dict[int, np.ndarray], samples: int = 10000) -> dict[str, Any]:
+def bootstrap_ci_p(boot: np.ndarray) -> tuple[list[float], float]:
+    """A bootstrap's 95% interval in points and its two-sided p (never below one over the samples drawn)."""
+    p = float(min(1.0, max(2 * min((boot <= 0).mean(), (boot >= 0).mean()), 1.0 / len(boot))))
+    return [100.0 * float(np.percentile(boot, q)) for q in (2.5, 97.5)], p
+
+
+def seed_level_tests(ca: dict[int, np.ndarray], cb: dict[int, np.ndarray],
+                     samples: int = 10000) -> dict[str, Any]:
     """Tests that also count the fine-tune's seed-to-seed noise, which the bootstrap over images alone
     ignores: Welch's t over per-seed top-1, and a two-level bootstrap (seeds of each method drawn with
     replacement, then the test images, paired). Both need >= 2 seeds per method; else they are None."""
@@ -225,10 +231,8 @@ def seed_level_tests(ca: dict[int, np.ndarray], cb: dict[int, np.ndarray], sampl
         weights = np.bincount(rng.integers(0, n, n), minlength=n).astype(np.float32) / n
         pick_a, pick_b = rng.integers(0, len(a), len(a)), rng.integers(0, len(b), len(b))
         boot[i] = (a[pick_a] @ weights).mean() - (b[pick_b] @ weights).mean()
-    p_boot = float(min(1.0, max(2 * min((boot <= 0).mean(), (boot >= 0).mean()), 1.0 / samples)))
-    return {"welch_seeds_p": welch_p,
-            "two_level_bootstrap_ci95_points": [100.0 * float(np.percentile(boot, q)) for q in (2.5, 97.5)],
-            "two_level_bootstrap_p": p_boot}
+    ci, p_boot = bootstrap_ci_p(boot)
+    return {"welch_seeds_p": welch_p, "two_level_bootstrap_ci95_points": ci, "two_level_bootstrap_p": p_boot}
 
 
 def summarise(rows: list[dict[str, Any]], earlier: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -435,8 +439,8 @@ def seed_level_text(test: dict[str, Any]) -> str:
     if test.get("two_level_bootstrap_p") is None:
         return ""
     lo, hi = test["two_level_bootstrap_ci95_points"]
-    return (f"; with seed noise: two-level bootstrap CI {lo:+.2f}..{hi:+.2f}, p {test['two_level_bootstrap_p']:.3g}, "
-            f"Welch p {test['welch_seeds_p']:.3g}")
+    return (f"; with seed noise: two-level bootstrap CI {lo:+.2f}..{hi:+.2f}, "
+            f"p {test['two_level_bootstrap_p']:.3g}, Welch p {test['welch_seeds_p']:.3g}")
 
 
 def plot(rows: list[dict[str, Any]], adapted: dict[str, float], path: str) -> None:
