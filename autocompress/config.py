@@ -360,6 +360,9 @@ class TrainConfig:
     """auto (cuda if available), cpu or cuda."""
     max_batches: int | None = None
     """Cap on batches per epoch (quick runs); None = the whole split."""
+    seed: int | None = None
+    """Seeds the augmentation and the data order when training starts, so a run repeats. None leaves the
+    caller's random state (and data order 0): the benchmarks and the tournament seed it themselves."""
 
 
 @dataclass(frozen=True)
@@ -790,6 +793,7 @@ def _validate_train(obj: TrainConfig, where: str) -> None:
     _check_unit(obj.distill_alpha, f"{where}.distill_alpha")
     _check(obj.distill_temperature > 0, f"{where}.distill_temperature", "must be > 0.")
     _check(obj.max_batches is None or obj.max_batches >= 1, f"{where}.max_batches", "must be >= 1 (or null).")
+    _check(obj.seed is None or obj.seed >= 0, f"{where}.seed", "must be >= 0 (or null).")
     device_ok = bool(_TRAIN_DEVICE.fullmatch(obj.device))
     _check(device_ok, f"{where}.device", f"{obj.device!r}: use auto, cpu or cuda.")
 

@@ -134,7 +134,10 @@ def train(
     if distill:
         assert teacher is not None
         teacher.to(device).eval()
-    loader = make_loader(bundle.train, bundle.batch_size, shuffle=True, num_workers=bundle.num_workers)
+    if cfg.seed is not None:
+        torch.manual_seed(cfg.seed)  # the augmentation draws from the global generator
+    loader = make_loader(bundle.train, bundle.batch_size, shuffle=True, num_workers=bundle.num_workers,
+                         seed=cfg.seed or 0)
     steps = len(loader) if cfg.max_batches is None else min(len(loader), cfg.max_batches)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)

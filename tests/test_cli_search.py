@@ -52,3 +52,24 @@ def test_cli_errors_are_one_line_messages(run_dir, tmp_path, capsys):
                  "--data", "digits", "--epochs", "0", "--out", str(tmp_path / "ft")])
     assert code == 2
     assert "does not fit this model" in capsys.readouterr().err
+
+
+def test_finetune_seed_repeats_a_run(run_dir, tmp_path, capsys):
+    """`finetune --seed`: the same seed gives the same network, another seed another (augmentation and order)."""
+    def weights(seed: int, name: str) -> dict[str, torch.Tensor]:
+        code = main(["finetune", "--model", "tiny_cnn", "--weights", str(run_dir / "baseline.pt"), "--schedule",
+                     str(run_dir / "best_schedule.json"), "--data", "digits", "--epochs", "1", "--max-batches", "3",
+                     "--seed", str(seed), "--out", str(tmp_path / name), "--json"])
+        assert code == 0
+        path = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["pruned_model"]
+        return load_pruned(path)[0].state_dict()
+
+    torch.manual_seed(123)  # a different global state before each run must not matter
+    a = weights(0, "a")
+    torch.manual_seed(456)
+    b, c = weights(0, "b"), weights(1, "c")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a if a[k].is_floating_point())
+    assert main(["finetune", "--model", "tiny_cnn", "--schedule", str(run_dir / "best_schedule.json"),
+                 "--data", "digits", "--seed", "-1", "--out", str(tmp_path / "d")]) == 2
+    assert "seed" in capsys.readouterr().err

@@ -85,3 +85,17 @@ def test_evaluate_shared_resnet20(shared: Path, capsys: pytest.CaptureFixture[st
                  "--data", "cifar10_subset", "--data-root", str(shared / "data"), "--split", "test", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["n"] == 761 and res["top1"] == pytest.approx(91.72, abs=0.01)
+
+
+def test_train_seed_repeats_a_run_from_scratch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`train --seed` fixes the initial weights, augmentation and order: the same seed, the same network."""
+    def weights(seed: int, name: str) -> dict[str, torch.Tensor]:
+        torch.manual_seed(seed + 1000)  # whatever the global state was must not matter
+        assert main(["train", "--model", "tiny_cnn", "--data", "digits", "--epochs", "1", "--max-batches", "3",
+                     "--seed", str(seed), "--out", str(tmp_path / name), "--quiet"]) == 0
+        return torch.load(tmp_path / name / "model.pth", weights_only=True)
+
+    a, b, c = weights(0, "a"), weights(0, "b"), weights(1, "c")
+    capsys.readouterr()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a if a[k].is_floating_point())

@@ -56,6 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--batch-size", type=int, default=128)
     f.add_argument("--max-batches", type=int, help="cap batches per epoch (quick runs)")
     f.add_argument("--distill", action="store_true", help="distil from the unpruned network")
+    f.add_argument("--seed", type=int, default=0, help="seed of the augmentation and data order (runs repeat)")
     f.add_argument("--cpu-bf16", action="store_true", help="bf16 autocast on the CPU: 1.5-3x faster on CPUs with AVX512-BF16 or AMX (off: fp32)")
     f.add_argument("--criterion", default="l1", help="which channels go: l1, l2, bn_scale, fpgm, random")
     f.add_argument("--recalib-batches", type=int, default=4,
@@ -116,7 +117,7 @@ def _finetune(args: argparse.Namespace) -> int:
     if args.data_root:
         data_cfg = replace(data_cfg, root=args.data_root)
     cfg = TrainConfig(epochs=args.epochs, lr=args.lr, distill=args.distill, max_batches=args.max_batches,
-                      cpu_bf16=args.cpu_bf16)
+                      cpu_bf16=args.cpu_bf16, seed=args.seed)
     validate(data_cfg, "data")
     validate(cfg, "finetune")  # before loading anything: a bad number fails in a second
     if args.recalib_batches < 0:

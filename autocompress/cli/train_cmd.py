@@ -45,6 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--distill-temperature", type=float, default=4.0)
     t.add_argument("--max-batches", type=int, help="cap batches per epoch (quick runs)")
     t.add_argument("--cpu-bf16", action="store_true", help="bf16 autocast on the CPU: 1.5-3x faster on CPUs with AVX512-BF16 or AMX (off: fp32)")
+    t.add_argument("--seed", type=int, default=0,
+                   help="seed of the initial weights, augmentation and data order (runs repeat)")
     t.add_argument("--no-augment", action="store_true", help="no random crop / flip on the training split")
     t.add_argument("--out", help="output folder (default runs/<model>-<data>)")
     t.add_argument("--resume", action="store_true",
@@ -100,6 +102,8 @@ def _write_json_atomic(obj: object, path: Path) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
+    import torch
+
     from autocompress.config import ConfigError, validate
     from autocompress.data import make_loader
     from autocompress.measure.accuracy import evaluate
@@ -114,11 +118,13 @@ def _train(args: argparse.Namespace) -> int:
     train_cfg = TrainConfig(epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay,
                             label_smoothing=args.label_smoothing, distill=args.teacher is not None,
                             distill_alpha=args.distill_alpha, distill_temperature=args.distill_temperature,
-                            device=args.device, max_batches=args.max_batches, cpu_bf16=args.cpu_bf16)
+                            device=args.device, max_batches=args.max_batches, cpu_bf16=args.cpu_bf16,
+                            seed=args.seed)
     validate(train_cfg, "train")  # before the data: a bad number fails in a second
     bundle = _load_data(data_cfg)
     c = bundle.input_shape[0]
     model_cfg = ModelConfig(name=args.model, num_classes=bundle.num_classes, in_channels=c, weights=args.weights)
+    torch.manual_seed(args.seed)  # a model trained from scratch starts from the same weights
     model = get_model(model_cfg.name, model_cfg.num_classes, model_cfg.weights, model_cfg.in_channels)
     teacher = get_model(args.teacher, bundle.num_classes, args.teacher_weights, c) if args.teacher else None
     out = Path(args.out or f"runs/{args.model.replace(':', '_')}-{args.data}")
