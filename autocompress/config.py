@@ -825,6 +825,17 @@ def validate(obj: Any, where: str = "config") -> None:
             return
 
 
+def validate_tree(obj: Any, where: str = "") -> None:
+    """`validate` on a config and every config nested in it, innermost first: what `from_dict` checks while
+    reading YAML, for configs assembled in code (`dataclasses.replace`), so that a combination a YAML file
+    could not express never runs a search whose saved config.yaml would then refuse to load."""
+    for item in dataclasses.fields(obj):
+        value = getattr(obj, item.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            validate_tree(value, f"{where}.{item.name}" if where else item.name)
+    validate(obj, where or "config")
+
+
 MAX_CONFIG_BYTES = 1_000_000
 """Largest config file read; real ones are a few kB, so anything bigger is the wrong file."""
 MAX_YAML_DEPTH = 20

@@ -43,7 +43,8 @@ def cell_config(base: ExperimentConfig, joint: ExperimentConfig, method: str, ta
     """`base`'s model and data with `joint`'s search settings, restricted to what `method` may choose."""
     env = replace(joint.env, budget=1.0 / target)
     if method == "prune_search":
-        env = replace(env, precisions="fp32", lut_path=str(run_dir.parent / "lut.json"))
+        # FP32 under a latency budget: a look-up table walls the episode, and it cannot price removed blocks
+        env = replace(env, precisions="fp32", lut_path=str(run_dir.parent / "lut.json"), drop_blocks=False)
     elif method == "quant_search":
         env = replace(env, min_ratio=0.0, max_ratio=0.0)
     search = replace(joint.search, seed=seed, out_dir=str(run_dir), episodes=episodes or joint.search.episodes)

@@ -116,6 +116,25 @@ def test_drop_blocks_cannot_be_priced_by_a_latency_table():
     validate(EnvConfig(drop_blocks=True), "env")  # a MACs budget counts removed blocks exactly
 
 
+def test_a_config_assembled_in_code_is_checked_before_any_work(tmp_path):
+    """`dataclasses.replace` skips the YAML checks; building the env must not (a search once ran with a
+    combination its saved config.yaml then refused), and it refuses before reading data or weights."""
+    from dataclasses import replace
+
+    from autocompress.config import ExperimentConfig, dump_config, load_config
+    from autocompress.envs.factory import build_env_and_data
+
+    base = ExperimentConfig()
+    env = replace(base.env, drop_blocks=True, budget_kind="latency", latency_mode="measured", precisions="fp32",
+                  reward="acc_latency", latency=LatencyConfig(runtime="onnxruntime"))
+    cfg = replace(base, data=replace(base.data, root=str(tmp_path / "no-such-data")), env=env)
+    with pytest.raises(ConfigError, match=r"^env\.drop_blocks: a latency look-up table"):
+        build_env_and_data(cfg, progress=False)
+    (tmp_path / "config.yaml").write_text(dump_config(cfg))
+    with pytest.raises(ConfigError, match="drop_blocks"):  # the same verdict as its YAML would get
+        load_config(tmp_path / "config.yaml")
+
+
 def _data(n: int = 32, size: int = 16) -> EnvData:
     g = torch.Generator().manual_seed(0)
     return EnvData(torch.randn(n, 3, size, size, generator=g), torch.randint(0, 10, (n,), generator=g),

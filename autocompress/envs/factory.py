@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from autocompress.config import ConfigError, ExperimentConfig, load_config
+from autocompress.config import ConfigError, ExperimentConfig, load_config, validate_tree
 
 
 def resolve_config(config: ExperimentConfig | str | os.PathLike[str] | Mapping[str, Any]) -> ExperimentConfig:
@@ -196,6 +196,7 @@ ENV_BUILDERS = {"top1": build_image_env, "episodic_return": build_policy_env}
 def build_env_and_data(cfg: ExperimentConfig, progress: bool = True) -> tuple[Any, Any]:
     """(NetCompressEnv, bundle) of one experiment: a DataBundle for classifiers, a PolicyBundle (task, spaces,
     the unpruned policy's observations) for policies."""
+    validate_tree(cfg)  # a config assembled in code is checked like one read from YAML, before any work
     try:
         builder = ENV_BUILDERS[cfg.env.scorer]
     except KeyError:
