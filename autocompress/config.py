@@ -176,6 +176,13 @@ class RLTaskConfig:
     dagger_rounds: int = 0
     """After cloning, roll out the student this many times more, add the states it reaches (labelled by the
     teacher) and clone again (DAgger, Ross et al. 2011); 0 = plain behaviour cloning."""
+    reward_clone_batches: int = 0
+    """Score every candidate after this many behaviour-cloning steps (on the env.val_images teacher
+    observations, a copy: the schedule's network itself is untouched) instead of as pruned. Cloning brings
+    most allocations back to the teacher, so the return right after pruning can rank them in the opposite
+    order to the fine-tuned one; 0 = score as pruned."""
+    reward_clone_lr: float = 1e-3
+    """Peak learning rate (AdamW, cosine to zero) of the reward's behaviour cloning."""
 
 
 DROP_ACTION = 0.95
@@ -670,6 +677,8 @@ def _validate_task(obj: RLTaskConfig, where: str) -> None:
     _check_count(obj.bc_observations, f"{where}.bc_observations", 1, 10_000_000, "held in memory")
     _check_count(obj.bc_batch_size, f"{where}.bc_batch_size", 1, 1_000_000)
     _check_count(obj.dagger_rounds, f"{where}.dagger_rounds", 0, 100)
+    _check_count(obj.reward_clone_batches, f"{where}.reward_clone_batches", 0, 1_000_000)
+    _check(obj.reward_clone_lr > 0, f"{where}.reward_clone_lr", "must be > 0 (AdamW's peak learning rate).")
     ranges = sorted([(obj.seed, obj.episodes, "seed"), (obj.test_seed, obj.test_episodes, "test_seed"),
                      (obj.train_seed, MAX_TASK_EPISODES, "train_seed")])
     for (lo, n, name), (hi, _, other) in zip(ranges[:-1], ranges[1:], strict=True):

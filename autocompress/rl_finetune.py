@@ -127,4 +127,5 @@ class PolicyJudge:
     def __call__(self, schedule: Mapping[str, float], batches: int, precision: Mapping[str, str] | None = None) -> float:
         model = self.env.evaluator.compress(schedule)
         short_clone(model, self.env.model, self.bundle, batches, self.lr, self.seed)
-        return float(self.env.evaluator.score(model).value)
+        scorer = self.env.evaluator.scorer  # cloned here already: not again by the reward's own cloning
+        return float(scorer.score_as_is(model).value)

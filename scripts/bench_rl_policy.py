@@ -19,6 +19,8 @@ rerun; an unfinished search resumes from its checkpoint.
         --bc-observations 2000 --ft-epochs 1 --work /tmp/rl --out /tmp/rl/rl_policy.json   # a smoke test
     python scripts/bench_rl_policy.py --tasks Hopper-v5:ppo --hidden 64 --work runs/rl_policy_h64 \
         --out docs/benchmarks/rl_policy_h64.json            # SB3's default PPO width: less over-parameterised
+    python scripts/bench_rl_policy.py ... --reward-clone-batches 400 --reward-observations 20000
+                                                            # the search scores candidates after a short clone
 """
 
 from __future__ import annotations
@@ -67,6 +69,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bc-observations", type=int, default=None, help="default: the config's")
     p.add_argument("--ft-epochs", type=int, default=None, help="behaviour-cloning epochs (default: the config's)")
     p.add_argument("--budget", type=float, default=None, help="MACs budget (default: the config's)")
+    p.add_argument("--reward-clone-batches", type=int, default=None,
+                   help="score every search candidate after this many behaviour-cloning steps on a copy "
+                        "(env.task.reward_clone_batches; default: the config's, 0 = as pruned)")
+    p.add_argument("--reward-observations", type=int, default=None,
+                   help="teacher observations the reward's cloning learns from (env.val_images; default: the config's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", default=str(REPO / "runs/rl_policy"), help="agents, runs and finished rows")
     p.add_argument("--out", default=str(REPO / "docs/benchmarks/rl_policy.json"))
@@ -121,7 +128,10 @@ def method_config(base: ExperimentConfig, args: argparse.Namespace, policy: dict
         task = replace(task, test_episodes=args.test_episodes)
     if args.bc_observations is not None:
         task = replace(task, bc_observations=args.bc_observations)
-    env = replace(base.env, task=task, budget=args.budget or base.env.budget)
+    if args.reward_clone_batches is not None:
+        task = replace(task, reward_clone_batches=args.reward_clone_batches)
+    env = replace(base.env, task=task, budget=args.budget or base.env.budget,
+                  val_images=args.reward_observations or base.env.val_images)
     agent = "uniform" if method == "uniform" else (args.agent or base.search.agent)
     search = replace(base.search, agent=agent, seed=args.seed, out_dir=str(run_dir),
                      episodes=args.search_episodes or base.search.episodes)

@@ -114,6 +114,28 @@ def test_behaviour_cloning_brings_a_pruned_policy_closer_to_its_teacher() -> Non
     assert statistics.fmean(run_episodes(network_policy(student, spec), CARTPOLE, 0, 3).returns) > 150
 
 
+def test_the_reward_can_score_a_copy_behaviour_cloned_first() -> None:
+    """reward_clone_batches: a pruned policy that has lost its skill scores near random as pruned, and far
+    higher once a copy is cloned from the teacher; the network itself is untouched and the score repeats."""
+    from dataclasses import replace
+
+    teacher = hand_made_policy()
+    spec = task_spec(CARTPOLE)
+    obs = collect_observations(network_policy(teacher, spec), CARTPOLE, 2000, CARTPOLE.train_seed)
+    torch.manual_seed(1)
+    student = Pruner(get_model("mlp_policy_relu", num_classes=2, in_channels=4), torch.zeros(1, 4)).prune(
+        {"0": 0.75, "2": 0.75}).eval()
+    weights = [p.detach().clone() for p in student.parameters()]
+    as_pruned = EpisodicReturnScorer(CARTPOLE, teacher, obs).score(student)
+    cloned = EpisodicReturnScorer(replace(CARTPOLE, reward_clone_batches=150, reward_clone_lr=0.03), teacher, obs)
+    first, again = cloned.score(student), cloned.score(student)
+    assert as_pruned.value < 30.0 and first.value > as_pruned.value + 30.0
+    assert first == again and cloned.score_as_is(student) == as_pruned
+    assert all(torch.equal(a, b) for a, b in zip(weights, student.parameters(), strict=True))
+    with pytest.raises(ConfigError, match="reward_clone_batches.*observations"):
+        EpisodicReturnScorer(replace(CARTPOLE, reward_clone_batches=10), teacher)
+
+
 def test_continuous_actions_are_clipped_and_cloned_with_mse() -> None:
     task = RLTaskConfig(env_id="Pendulum-v1", action="continuous", episodes=2, max_steps=50, bc_batch_size=64)
     spec = task_spec(task)

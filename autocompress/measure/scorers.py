@@ -13,6 +13,7 @@ everything that logs or ranks `top1` work unchanged:
 
 from __future__ import annotations
 
+import copy
 import statistics
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -23,7 +24,14 @@ from torch import nn
 
 from autocompress.config import ConfigError, EnvConfig, RLTaskConfig
 from autocompress.measure.accuracy import Stop, evaluate_tensors
-from autocompress.measure.rollouts import TaskError, network_policy, random_policy, run_episodes, task_spec
+from autocompress.measure.rollouts import (
+    PolicyBundle,
+    TaskError,
+    network_policy,
+    random_policy,
+    run_episodes,
+    task_spec,
+)
 
 
 @dataclass(frozen=True)
@@ -67,12 +75,17 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 class EpisodicReturnScorer:
     """Mean return over `task.episodes` seeded episodes (from `task.seed`), normalised between random actions
-    (0) and `reference`, the unpruned policy (100)."""
+    (0) and `reference`, the unpruned policy (100). With `task.reward_clone_batches`, a copy of each network
+    is first behaviour-cloned from `reference` on `observations` (the teacher's states), so that the search
+    ranks allocations by what fine-tuning can make of them rather than by the damage pruning did."""
 
     name = "episodic_return"
 
-    def __init__(self, task: RLTaskConfig, reference: nn.Module) -> None:
-        self.task = task
+    def __init__(self, task: RLTaskConfig, reference: nn.Module, observations: torch.Tensor | None = None) -> None:
+        if task.reward_clone_batches and (observations is None or len(observations) == 0):
+            raise ConfigError("env.task.reward_clone_batches: the reward's behaviour cloning needs the teacher's "
+                              "observations (env.val_images > 0).")
+        self.task, self.reference, self.observations = task, reference, observations
         self.spec = task_spec(task)
         random_returns = run_episodes(random_policy(self.spec, task.seed), task, task.seed, task.episodes).returns
         self.random_return = statistics.fmean(random_returns)
@@ -96,6 +109,18 @@ class EpisodicReturnScorer:
         return max(0.0, 100.0 * (mean_return - self.random_return) / span)
 
     def score(self, model: nn.Module, stop: Stop | None = None) -> Score:
+        if self.task.reward_clone_batches:
+            from autocompress.rl_finetune import (
+                short_clone,  # training sits above measurement: imported on use
+            )
+
+            bundle = PolicyBundle(self.task, self.spec, self.observations)
+            model = short_clone(copy.deepcopy(model), self.reference, bundle, self.task.reward_clone_batches,
+                                self.task.reward_clone_lr, self.task.seed)
+        return self.score_as_is(model)
+
+    def score_as_is(self, model: nn.Module) -> Score:
+        """The score of `model` exactly as given (no reward cloning): for judges that fine-tuned it already."""
         mean, std = mean_std(self.returns(model))
         details = {"return_mean": mean, "return_std": std, "episodes": self.task.episodes,
                    "baseline_return": self.reference_return, "random_return": self.random_return}
@@ -112,7 +137,7 @@ def _top1(cfg: EnvConfig, model: nn.Module, images: torch.Tensor, labels: torch.
 def _episodic_return(cfg: EnvConfig, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> Scorer:
     if cfg.task is None:
         raise ConfigError("env.task: scorer episodic_return needs the Gymnasium task (env.task: {env_id: ...}).")
-    return EpisodicReturnScorer(cfg.task, model)
+    return EpisodicReturnScorer(cfg.task, model, images)
 
 
 SCORERS: dict[str, ScorerBuilder] = {"top1": _top1, "episodic_return": _episodic_return}
