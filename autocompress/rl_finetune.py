@@ -125,7 +125,9 @@ class PolicyJudge:
         self.label = "normalised return"
 
     def __call__(self, schedule: Mapping[str, float], batches: int, precision: Mapping[str, str] | None = None) -> float:
+        """The score after `batches` cloning steps on top of those the reward already spends on every candidate
+        (task.reward_clone_batches), so that a round never judges on less fine-tuning than the search ranked by."""
         model = self.env.evaluator.compress(schedule)
-        short_clone(model, self.env.model, self.bundle, batches, self.lr, self.seed)
-        scorer = self.env.evaluator.scorer  # cloned here already: not again by the reward's own cloning
-        return float(scorer.score_as_is(model).value)
+        total = batches + self.bundle.task.reward_clone_batches
+        short_clone(model, self.env.model, self.bundle, total, self.lr, self.seed)
+        return float(self.env.evaluator.scorer.score_as_is(model).value)  # cloned once here, not twice

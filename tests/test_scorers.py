@@ -136,6 +136,23 @@ def test_the_reward_can_score_a_copy_behaviour_cloned_first() -> None:
         EpisodicReturnScorer(replace(CARTPOLE, reward_clone_batches=10), teacher)
 
 
+def test_the_tournament_judges_after_the_reward_s_cloning_and_its_own(tmp_path) -> None:
+    """With reward cloning on, a tournament round clones reward_clone_batches + its own batches: with no
+    batches of its own it gives exactly the reward's score (same data, rate and seed), never a weaker clone."""
+    from autocompress.rl_finetune import PolicyJudge
+
+    cfg = policy_config(tmp_path, val_images=1000)
+    torch.save(hand_made_policy(noise=0.1).state_dict(), cfg["model"]["weights"])  # pruning 75% hurts this one
+    cfg["env"]["task"].update(reward_clone_batches=30, reward_clone_lr=0.01, seed=0)
+    env, bundle = build_env_and_data(load_config(cfg), progress=False)
+    schedule = {"0": 0.75, "2": 0.75}
+    judge = PolicyJudge(env, bundle, lr=0.01, seed=0)
+    reward_score = env.evaluator.score(env.evaluator.compress(schedule)).value
+    as_pruned = env.evaluator.scorer.score_as_is(env.evaluator.compress(schedule)).value
+    assert as_pruned < 95.0 and reward_score > as_pruned + 5.0
+    assert judge(schedule, 0) == reward_score
+
+
 def test_continuous_actions_are_clipped_and_cloned_with_mse() -> None:
     task = RLTaskConfig(env_id="Pendulum-v1", action="continuous", episodes=2, max_steps=50, bc_batch_size=64)
     spec = task_spec(task)
