@@ -110,9 +110,8 @@ class EpisodicReturnScorer:
 
     def score(self, model: nn.Module, stop: Stop | None = None) -> Score:
         if self.task.reward_clone_batches:
-            from autocompress.rl_finetune import (
-                short_clone,  # training sits above measurement: imported on use
-            )
+            # training sits above measurement, so it is imported on use rather than at module level
+            from autocompress.rl_finetune import short_clone
 
             bundle = PolicyBundle(self.task, self.spec, self.observations)
             model = short_clone(copy.deepcopy(model), self.reference, bundle, self.task.reward_clone_batches,
