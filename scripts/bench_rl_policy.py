@@ -78,6 +78,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--work", default=str(REPO / "runs/rl_policy"), help="agents, runs and finished rows")
     p.add_argument("--out", default=str(REPO / "docs/benchmarks/rl_policy.json"))
     args = p.parse_args(argv)
+    for flag, value, low in (("--reward-clone-batches", args.reward_clone_batches, 0),
+                             ("--reward-observations", args.reward_observations, 1)):
+        if value is not None and value < low:
+            p.error(f"{flag} {value}: give a whole number >= {low}.")
     if args.tasks is None:
         args.tasks = ["CartPole-v1:ppo", "Acrobot-v1:dqn"] + ([MUJOCO_TASK] if mujoco_installed() else [])
     return args
