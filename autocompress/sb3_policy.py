@@ -3,7 +3,7 @@
 What acts in an SB3 agent is a plain MLP behind a flattening feature extractor: for PPO / A2C the policy
 branch of `mlp_extractor` followed by `action_net` (action logits, or the Gaussian mean for continuous
 actions); for DQN the Q-network. `extract_policy` joins them into one `nn.Sequential` (observation -> outputs)
-whose state dict loads into the zoo's `mlp_policy_tanh` / `mlp_policy_relu` (2 x 256; `_64` for 2 x 64), and whose deterministic action
+whose state dict loads into the zoo's `mlp_policy_tanh` / `mlp_policy_relu` (2 x 256; `_64` for 2 x 64, `_4x64` for 4 x 64), and whose deterministic action
 (argmax, or the mean clipped to the bounds) is SB3's `predict(obs, deterministic=True)`.
 Needs the `dev` extra (`pip install stable-baselines3`).
 """
@@ -19,10 +19,16 @@ from torch import nn
 
 from autocompress.atomic import atomic_torch_save
 from autocompress.config import AutocompressError
-from autocompress.models.mlp_policy import ACTIVATIONS, WIDTHS, policy_zoo_name
+from autocompress.models.mlp_policy import ACTIVATIONS, DEPTHS, WIDTHS, policy_zoo_name
 
 ZOO_HIDDEN = [256, 256]
-"""The default net_arch (the RL Zoo's); `train_agent(hidden=...)` takes any 2 x w with w in WIDTHS."""
+"""The default net_arch (the RL Zoo's); `train_agent(hidden=...)` takes any d x w with d in DEPTHS, w in WIDTHS."""
+ZOO_SHAPES = f"d x w (d in {list(DEPTHS)}, w in {list(WIDTHS)})"
+
+
+def in_zoo(hidden: list[int]) -> bool:
+    """Whether hidden widths `hidden` are one of the zoo's MLP shapes (d layers of one width w)."""
+    return len(hidden) in DEPTHS and len(set(hidden)) == 1 and hidden[0] in WIDTHS
 
 PRESETS: dict[tuple[str, str], dict[str, Any]] = {
     # RL Baselines3 Zoo's tuned hyper-parameters (without observation normalisation, which the extracted
@@ -59,8 +65,8 @@ def train_agent(algo: str, env_id: str, timesteps: int, seed: int = 0, path: str
     if algo not in ALGOS:
         raise SB3Error(f"unknown algorithm {algo!r}; choose one of {', '.join(ALGOS)}.")
     hidden = list(hidden or ZOO_HIDDEN)
-    if len(hidden) != 2 or hidden[0] != hidden[1] or hidden[0] not in WIDTHS:
-        raise SB3Error(f"net_arch {hidden}: the zoo's policy MLPs are 2 x w with w in {list(WIDTHS)}; pick one.")
+    if not in_zoo(hidden):
+        raise SB3Error(f"net_arch {hidden}: the zoo's policy MLPs are {ZOO_SHAPES}; pick one.")
     sb3 = _sb3()
     kwargs = dict(PRESETS.get((algo, env_id), {}))
     n_envs = kwargs.pop("n_envs", 1)
@@ -106,17 +112,16 @@ def extract_policy(agent: Any) -> nn.Sequential:
 
 
 def zoo_name(net: nn.Sequential) -> str:
-    """The zoo model whose state dict `net` has (2 x w hidden, w in WIDTHS, one activation kind), or an SB3Error."""
+    """The zoo model whose state dict `net` has (d x w hidden, one activation kind), or an SB3Error."""
     linears = [m for m in net if isinstance(m, nn.Linear)]
     acts = {type(m) for m in net if not isinstance(m, nn.Linear)}
     hidden = [m.out_features for m in linears[:-1]]
     by_class = {cls: name for name, cls in ACTIVATIONS.items()}
-    if (len(hidden) != 2 or hidden[0] != hidden[1] or hidden[0] not in WIDTHS or len(acts) != 1
-            or next(iter(acts)) not in by_class):
+    if not in_zoo(hidden) or len(acts) != 1 or next(iter(acts)) not in by_class:
         raise SB3Error(f"the policy has hidden widths {hidden} and activations {sorted(a.__name__ for a in acts)}; "
-                       f"the zoo's policy MLPs are 2 x w (w in {list(WIDTHS)}) with Tanh or ReLU (train with "
-                       f"net_arch {ZOO_HIDDEN} or [64, 64]).")
-    return policy_zoo_name(by_class[next(iter(acts))], hidden[0])
+                       f"the zoo's policy MLPs are {ZOO_SHAPES} with Tanh or ReLU (train with "
+                       f"net_arch {ZOO_HIDDEN}, [64, 64] or e.g. [64, 64, 64, 64]).")
+    return policy_zoo_name(by_class[next(iter(acts))], hidden[0], len(hidden))
 
 
 def save_policy(agent: Any, path: str | Path) -> tuple[str, Path]:

@@ -1,8 +1,8 @@
 """Issue #17's RL-agent benchmark: compress the acting network of a Stable-Baselines3 agent end to end.
 
 Per task (CartPole-v1 with PPO, Acrobot-v1 with DQN by default, Hopper-v5 with PPO when MuJoCo is installed:
-`pip install -e ".[mujoco]"`; 2 x 256 MLP policies, or 2 x 64 with --hidden 64; a Box action space is scored and
-cloned as continuous):
+`pip install -e ".[mujoco]"`; 2 x 256 MLP policies, or 2 x 64 with --hidden 64, 4 x 64 with --hidden 64 --depth 4;
+a Box action space is scored and cloned as continuous):
 1. train the agent (or load it from --work/<task>/<algo>/policy.pth) and take out its acting network;
 2. uniform pruning to the MACs budget (`search.agent: uniform`) and a search (--agent, DDPG by default) at the
    same budget with measured latency, both run by the package's pipeline from --config: the reward's accuracy
@@ -41,7 +41,7 @@ from plot_utils import cpu_model, write_json_atomic
 from autocompress import sb3_policy
 from autocompress.config import AutocompressError, ExperimentConfig, RLTaskConfig, load_config
 from autocompress.measure.rollouts import make_env
-from autocompress.models.mlp_policy import WIDTHS
+from autocompress.models.mlp_policy import DEPTHS, WIDTHS
 from autocompress.pipeline import run_experiment
 
 REPO = Path(__file__).resolve().parent.parent
@@ -63,6 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--timesteps", type=int, default=None, help="agent training steps (default: TIMESTEPS)")
     p.add_argument("--hidden", type=int, default=sb3_policy.ZOO_HIDDEN[0], choices=WIDTHS,
                    help="the agents' policy width w (net_arch [w, w]); 64 is SB3's default for PPO")
+    p.add_argument("--depth", type=int, default=2, choices=DEPTHS,
+                   help="hidden layers d of the agents' policy (net_arch [w] * d): deeper gives the search more "
+                        "allocations to choose between")
     p.add_argument("--agent", default=None, help="search agent (default: the config's)")
     p.add_argument("--search-episodes", type=int, default=None, help="default: the config's")
     p.add_argument("--test-episodes", type=int, default=None, help="report episodes (default: the config's)")
@@ -102,23 +105,23 @@ def action_kind(task: RLTaskConfig) -> str:
 
 
 def trained_policy(algo: str, env_id: str, timesteps: int, seed: int, folder: Path,
-                   hidden: int = sb3_policy.ZOO_HIDDEN[0]) -> dict[str, Any]:
-    """The agent's acting network (2 x `hidden`) as a state dict in `folder` (trained once, then read back)."""
+                   hidden: int = sb3_policy.ZOO_HIDDEN[0], depth: int = 2) -> dict[str, Any]:
+    """The agent's acting network (`depth` x `hidden`) as a state dict in `folder` (trained once, then read back)."""
     info_path = folder / "policy.json"
+    net_arch = [hidden] * depth
     if info_path.is_file():
         info = json.loads(info_path.read_text())
-        old = (info["timesteps"], info["seed"], info["net_arch"][0])
-        if old != (timesteps, seed, hidden):
-            sys.exit(f"{folder} holds an agent trained for {old[0]} steps with seed {old[1]} and width {old[2]}, not "
-                     f"{timesteps} / {seed} / {hidden}; delete the folder or give another --work.")
+        old = (info["timesteps"], info["seed"], info["net_arch"])
+        if old != (timesteps, seed, net_arch):
+            sys.exit(f"{folder} holds an agent trained for {old[0]} steps with seed {old[1]} and net_arch {old[2]}, "
+                     f"not {timesteps} / {seed} / {net_arch}; delete the folder or give another --work.")
         return info
     start = time.perf_counter()
-    agent = sb3_policy.train_agent(algo, env_id, timesteps, seed=seed, path=folder / "agent.zip",
-                                   hidden=[hidden, hidden])
+    agent = sb3_policy.train_agent(algo, env_id, timesteps, seed=seed, path=folder / "agent.zip", hidden=net_arch)
     name, weights = sb3_policy.save_policy(agent, folder / "policy.pth")
     info = {"algo": algo, "env_id": env_id, "timesteps": timesteps, "seed": seed, "zoo_model": name,
             "weights": str(weights), "train_s": time.perf_counter() - start,
-            "hyperparameters": sb3_policy.PRESETS.get((algo, env_id), "SB3 defaults"), "net_arch": [hidden, hidden]}
+            "hyperparameters": sb3_policy.PRESETS.get((algo, env_id), "SB3 defaults"), "net_arch": net_arch}
     write_json_atomic(info_path, info)
     return info
 
@@ -189,7 +192,7 @@ def task_rows(base: ExperimentConfig, args: argparse.Namespace, spec: str) -> tu
     algo = algo or "ppo"
     folder = Path(args.work) / env_id / algo
     steps = args.timesteps or TIMESTEPS.get((algo, env_id), 100_000)
-    policy = trained_policy(algo, env_id, steps, args.seed, folder, args.hidden)
+    policy = trained_policy(algo, env_id, steps, args.seed, folder, args.hidden, args.depth)
     uniform = method_cell(base, args, policy, "uniform", folder)
     search = method_cell(base, args, policy, "search", folder)
     unpruned = unpruned_row(env_id, uniform["details"]["baseline"], uniform["rows"][0]["episodes"])

@@ -240,9 +240,9 @@ def test_an_sb3_agent_s_policy_is_the_zoo_model_and_acts_as_the_agent() -> None:
     from autocompress import sb3_policy
 
     obs = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
-    for algo, zoo, width in (("ppo", "mlp_policy_tanh", 256), ("dqn", "mlp_policy_relu", 256),
-                             ("ppo", "mlp_policy_tanh_64", 64)):
-        agent = sb3_policy.train_agent(algo, "CartPole-v1", 256, seed=0, hidden=[width, width])
+    for algo, zoo, arch in (("ppo", "mlp_policy_tanh", [256, 256]), ("dqn", "mlp_policy_relu", [256, 256]),
+                            ("ppo", "mlp_policy_tanh_64", [64, 64]), ("ppo", "mlp_policy_tanh_4x64", [64] * 4)):
+        agent = sb3_policy.train_agent(algo, "CartPole-v1", 256, seed=0, hidden=arch)
         net = sb3_policy.extract_policy(agent)
         assert sb3_policy.zoo_name(net) == zoo
         model = get_model(zoo, num_classes=2, in_channels=4)
@@ -255,5 +255,6 @@ def test_a_policy_width_outside_the_zoo_is_refused_before_training() -> None:
     pytest.importorskip("stable_baselines3")
     from autocompress import sb3_policy
 
-    with pytest.raises(sb3_policy.SB3Error, match=r"2 x w with w in \[256, 64\]"):
-        sb3_policy.train_agent("ppo", "CartPole-v1", 256, hidden=[128, 128])
+    for arch in ([128, 128], [64, 32], [64] * 5):
+        with pytest.raises(sb3_policy.SB3Error, match=r"d x w \(d in \[2, 3, 4\], w in \[256, 64\]\)"):
+            sb3_policy.train_agent("ppo", "CartPole-v1", 256, hidden=arch)
