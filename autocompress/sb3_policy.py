@@ -3,8 +3,9 @@
 What acts in an SB3 agent is a plain MLP behind a flattening feature extractor: for PPO / A2C the policy
 branch of `mlp_extractor` followed by `action_net` (action logits, or the Gaussian mean for continuous
 actions); for DQN the Q-network. `extract_policy` joins them into one `nn.Sequential` (observation -> outputs)
-whose state dict loads into the zoo's `mlp_policy_tanh` / `mlp_policy_relu` (2 x 256; `_64` for 2 x 64, `_4x64` for 4 x 64), and whose deterministic action
-(argmax, or the mean clipped to the bounds) is SB3's `predict(obs, deterministic=True)`.
+whose state dict loads into the zoo's `mlp_policy_tanh` / `mlp_policy_relu` (2 x 256; `_64` for 2 x 64, `_4x64`
+for 4 x 64), and whose deterministic action (argmax, or the mean clipped to the bounds) is SB3's
+`predict(obs, deterministic=True)`.
 Needs the `dev` extra (`pip install stable-baselines3`).
 """
 
@@ -29,6 +30,7 @@ ZOO_SHAPES = f"d x w (d in {list(DEPTHS)}, w in {list(WIDTHS)})"
 def in_zoo(hidden: list[int]) -> bool:
     """Whether hidden widths `hidden` are one of the zoo's MLP shapes (d layers of one width w)."""
     return len(hidden) in DEPTHS and len(set(hidden)) == 1 and hidden[0] in WIDTHS
+
 
 PRESETS: dict[tuple[str, str], dict[str, Any]] = {
     # RL Baselines3 Zoo's tuned hyper-parameters (without observation normalisation, which the extracted
