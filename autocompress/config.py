@@ -183,6 +183,16 @@ class RLTaskConfig:
     order to the fine-tuned one; 0 = score as pruned."""
     reward_clone_lr: float = 1e-3
     """Peak learning rate (AdamW, cosine to zero) of the reward's behaviour cloning."""
+    reward_measure: Literal["return", "imitation"] = "return"
+    """What the reward scores a (cloned) candidate by. return: the normalised mean return of the search's
+    episodes. imitation: how closely its actions follow the unpruned policy's on held-out teacher states
+    (continuous: R^2 of the clipped actions; discrete: action agreement above chance), in percent. Returns of a
+    well-cloned policy sit at the teacher's and rank candidates by episode noise; the imitation fit does not
+    saturate that way, is deterministic and plays no episodes."""
+    imitation_seed: int = 3_000_000
+    """First seed of the teacher's episodes whose states the imitation measure is scored on (never cloned on)."""
+    imitation_observations: int = 5_000
+    """Teacher states the imitation measure is scored on."""
 
 
 DROP_ACTION = 0.95
@@ -679,8 +689,12 @@ def _validate_task(obj: RLTaskConfig, where: str) -> None:
     _check_count(obj.dagger_rounds, f"{where}.dagger_rounds", 0, 100)
     _check_count(obj.reward_clone_batches, f"{where}.reward_clone_batches", 0, 1_000_000)
     _check(obj.reward_clone_lr > 0, f"{where}.reward_clone_lr", "must be > 0 (AdamW's peak learning rate).")
-    ranges = sorted([(obj.seed, obj.episodes, "seed"), (obj.test_seed, obj.test_episodes, "test_seed"),
-                     (obj.train_seed, MAX_TASK_EPISODES, "train_seed")])
+    _check_count(obj.imitation_observations, f"{where}.imitation_observations", 1, 10_000_000, "held in memory")
+    ranges = [(obj.seed, obj.episodes, "seed"), (obj.test_seed, obj.test_episodes, "test_seed"),
+              (obj.train_seed, MAX_TASK_EPISODES, "train_seed")]
+    if obj.reward_measure == "imitation":
+        ranges.append((obj.imitation_seed, MAX_TASK_EPISODES, "imitation_seed"))
+    ranges.sort()
     for (lo, n, name), (hi, _, other) in zip(ranges[:-1], ranges[1:], strict=True):
         _check(lo + n <= hi, f"{where}.{name}", f"its episodes overlap those from {other} ({hi}); space the seeds "
                "apart so the report is scored on episodes the search never saw.")

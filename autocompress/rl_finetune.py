@@ -117,12 +117,16 @@ def short_clone(model: nn.Module, teacher: nn.Module, bundle: PolicyBundle, batc
 
 class PolicyJudge:
     """The tournament's judge for policies: a short behaviour-cloning fine-tune, then the evaluator's score
-    (normalised return on the search's episodes; never the report's)."""
+    (normalised return on the search's episodes, or the imitation fit on held-out states; never the report's)."""
 
     def __init__(self, env: Any, bundle: PolicyBundle, lr: float, seed: int) -> None:
         self.env, self.bundle, self.lr, self.seed = env, bundle, lr, seed
-        self.scored_on = {"episodes": bundle.task.episodes}
-        self.label = "normalised return"
+        if bundle.task.reward_measure == "imitation":
+            self.scored_on = {"imitation_observations": bundle.task.imitation_observations}
+            self.label = "imitation fit"
+        else:
+            self.scored_on = {"episodes": bundle.task.episodes}
+            self.label = "normalised return"
 
     def __call__(self, schedule: Mapping[str, float], batches: int, precision: Mapping[str, str] | None = None) -> float:
         """The score after `batches` cloning steps on top of those the reward already spends on every candidate

@@ -21,6 +21,8 @@ rerun; an unfinished search resumes from its checkpoint.
         --out docs/benchmarks/rl_policy_h64.json            # SB3's default PPO width: less over-parameterised
     python scripts/bench_rl_policy.py ... --reward-clone-batches 400 --reward-observations 20000
                                                             # the search scores candidates after a short clone
+    python scripts/bench_rl_policy.py ... --reward-measure imitation   # ... by how well the clone imitates the
+                                                            # teacher on held-out states instead of its return
 """
 
 from __future__ import annotations
@@ -77,6 +79,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "(env.task.reward_clone_batches; default: the config's, 0 = as pruned)")
     p.add_argument("--reward-observations", type=int, default=None,
                    help="teacher observations the reward's cloning learns from (env.val_images; default: the config's)")
+    p.add_argument("--reward-measure", choices=("return", "imitation"), default=None,
+                   help="what the reward scores a candidate by (env.task.reward_measure; default: the config's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", default=str(REPO / "runs/rl_policy"), help="agents, runs and finished rows")
     p.add_argument("--out", default=str(REPO / "docs/benchmarks/rl_policy.json"))
@@ -137,6 +141,8 @@ def method_config(base: ExperimentConfig, args: argparse.Namespace, policy: dict
         task = replace(task, bc_observations=args.bc_observations)
     if args.reward_clone_batches is not None:
         task = replace(task, reward_clone_batches=args.reward_clone_batches)
+    if args.reward_measure is not None:
+        task = replace(task, reward_measure=args.reward_measure)
     env = replace(base.env, task=task, budget=args.budget or base.env.budget,
                   val_images=args.reward_observations or base.env.val_images)
     agent = "uniform" if method == "uniform" else (args.agent or base.search.agent)
@@ -178,6 +184,9 @@ def method_cell(base: ExperimentConfig, args: argparse.Namespace, policy: dict[s
     cell = {"rows": rows_of(policy["env_id"], method, summary),
             "details": {"run_dir": str(run_dir), "seconds": time.perf_counter() - start,
                         "search_agent": cfg.search.agent, "search_episodes": cfg.search.episodes,
+                        "reward": {"measure": cfg.env.task.reward_measure,
+                                   "clone_batches": cfg.env.task.reward_clone_batches,
+                                   "observations": cfg.env.val_images},
                         "budget": {"kind": cfg.env.budget_kind, "fraction": cfg.env.budget},
                         "best": summary.get("best"), "baseline": summary["baseline"], "pruned": summary["pruned"],
                         "finetune": {**summary["finetune"], "epochs": cfg.finetune.epochs if cfg.finetune else 0},

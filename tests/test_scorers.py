@@ -153,6 +153,62 @@ def test_the_tournament_judges_after_the_reward_s_cloning_and_its_own(tmp_path) 
     assert judge(schedule, 0) == reward_score
 
 
+def test_the_imitation_measure_scores_held_out_teacher_states() -> None:
+    """reward_measure imitation: the teacher scores 100, a pruned copy less, its cloned copy more than as pruned;
+    deterministic; scored on states from imitation_seed, not those the clone learns from."""
+    from dataclasses import replace
+
+    teacher = hand_made_policy()
+    spec = task_spec(CARTPOLE)
+    obs = collect_observations(network_policy(teacher, spec), CARTPOLE, 2000, CARTPOLE.train_seed)
+    task = replace(CARTPOLE, reward_measure="imitation", imitation_observations=600)
+    scorer = EpisodicReturnScorer(task, teacher, obs)
+    assert scorer.heldout is not None and len(scorer.heldout) == 600
+    assert not any(torch.equal(row, scorer.heldout[0]) for row in obs[:200])  # other episodes than the clone's
+    assert scorer.score_as_is(teacher).value == 100.0
+    torch.manual_seed(1)
+    student = Pruner(get_model("mlp_policy_relu", num_classes=2, in_channels=4), torch.zeros(1, 4)).prune(
+        {"0": 0.75, "2": 0.75}).eval()
+    as_pruned = scorer.score(student)
+    assert as_pruned == scorer.score(student) and as_pruned.value < 60.0
+    assert as_pruned.details["imitation_observations"] == 600 and "return_mean" not in as_pruned.details
+    cloned = EpisodicReturnScorer(replace(task, reward_clone_batches=150, reward_clone_lr=0.03), teacher, obs)
+    assert cloned.score(student).value > as_pruned.value + 20.0
+
+
+def test_imitation_fit_is_r2_of_clipped_actions_or_agreement_above_chance() -> None:
+    from autocompress.measure.scorers import imitation_fit
+
+    box = task_spec(RLTaskConfig(env_id="Pendulum-v1", action="continuous"))  # actions in [-2, 2]
+    teacher = torch.tensor([[-1.0], [1.0], [3.0]])  # 3.0 acts as 2.0
+    assert imitation_fit(torch.tensor([[-1.0], [1.0], [9.0]]), teacher, box) == 1.0  # same actions once clipped
+    clipped = torch.tensor([-1.0, 1.0, 2.0])
+    mean_guess = clipped.mean().expand(3, 1).clone()
+    assert imitation_fit(mean_guess, teacher, box) == pytest.approx(0.0, abs=1e-6)
+    half = (clipped.reshape(3, 1) + mean_guess) / 2  # halfway to the mean: R^2 = 1 - 1/4
+    assert imitation_fit(half, teacher, box) == pytest.approx(0.75, abs=1e-6)
+    two = task_spec(CARTPOLE)
+    logits = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
+    assert imitation_fit(logits, logits, two) == 1.0
+    assert imitation_fit(logits.flip(1), logits, two) == 0.0  # always the other action: floored at 0
+    assert imitation_fit(torch.tensor([[1.0, 0.0]] * 4), logits, two) == 0.0  # chance
+    with pytest.raises(TaskError, match="one and the same action"):
+        imitation_fit(teacher, torch.ones(3, 1), box)
+
+
+def test_the_tournament_judges_imitation_runs_by_the_imitation_fit(tmp_path) -> None:
+    from autocompress.rl_finetune import PolicyJudge
+
+    cfg = policy_config(tmp_path, val_images=1000)
+    cfg["env"]["task"].update(reward_measure="imitation", imitation_observations=300, reward_clone_batches=20,
+                              reward_clone_lr=0.01)
+    env, bundle = build_env_and_data(load_config(cfg), progress=False)
+    judge = PolicyJudge(env, bundle, lr=0.01, seed=0)
+    schedule = {"0": 0.75, "2": 0.75}
+    assert judge.label == "imitation fit" and judge.scored_on == {"imitation_observations": 300}
+    assert judge(schedule, 0) == env.evaluator.score(env.evaluator.compress(schedule)).value
+
+
 def test_continuous_actions_are_clipped_and_cloned_with_mse() -> None:
     task = RLTaskConfig(env_id="Pendulum-v1", action="continuous", episodes=2, max_steps=50, bc_batch_size=64)
     spec = task_spec(task)
@@ -207,6 +263,11 @@ def test_scorer_names_match_the_config_and_unknown_ones_list_the_choices() -> No
     ({"scorer": "episodic_return", "task": {"seed": 999_990}}, "env.task.seed: its episodes overlap those from test_seed"),
     ({"scorer": "episodic_return", "task": {"episodes": 0}}, r"env.task.episodes: 0 must be in \[1, 100000\]"),
     ({"scorer": "episodic_return", "task": {"action": "both"}}, "'both' is not one of 'discrete', 'continuous'"),
+    ({"scorer": "episodic_return", "task": {"reward_measure": "loss"}}, "'loss' is not one of 'return', 'imitation'"),
+    ({"scorer": "episodic_return", "task": {"reward_measure": "imitation", "imitation_seed": 2_050_000}},
+     "env.task.train_seed: its episodes overlap those from imitation_seed"),
+    ({"scorer": "episodic_return", "task": {"imitation_observations": 0}},
+     r"env.task.imitation_observations: 0 must be in \[1, 10000000\]"),
     ({"scorer": "episodic_return", "task": {}, "eval_runtime": "onnxruntime"}, "eval_runtime: a policy plays"),
 ])
 def test_config_errors_are_one_line(env: dict, message: str) -> None:

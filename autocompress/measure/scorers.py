@@ -9,6 +9,9 @@ everything that logs or ranks `top1` work unchanged:
   R_random), floored at 0, where R_random is the return of uniformly random actions on the same seeds. So 100
   is as good as the unpruned policy and 0 no better than random; the plain ratio R / R_unpruned would break on
   tasks whose returns are negative (Acrobot, Pendulum). The raw return goes into the Score's details.
+  With `task.reward_measure: imitation` the same scorer instead measures how closely the network acts as the
+  unpruned policy on held-out teacher states (`imitation_fit`): 100 is the teacher, 0 no better than a constant
+  (continuous) or chance (discrete). The final report still plays test episodes either way.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from autocompress.measure.accuracy import Stop, evaluate_tensors
 from autocompress.measure.rollouts import (
     PolicyBundle,
     TaskError,
+    TaskSpec,
+    collect_observations,
     network_policy,
     random_policy,
     run_episodes,
@@ -73,11 +78,35 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.pstdev(values) if len(values) > 1 else 0.0
 
 
+def clipped_actions(out: torch.Tensor, spec: TaskSpec) -> torch.Tensor:
+    """Continuous outputs as the task receives them (clipped to the action bounds, as `network_policy` does)."""
+    low = torch.as_tensor(spec.low, dtype=torch.float32).reshape(-1)
+    high = torch.as_tensor(spec.high, dtype=torch.float32).reshape(-1)
+    return torch.clamp(out.float().reshape(len(out), -1), low, high)
+
+
+def imitation_fit(student_out: torch.Tensor, teacher_out: torch.Tensor, spec: TaskSpec) -> float:
+    """How closely a student acts as its teacher on the same states, in [0, 1] (1 = identical). Continuous: R^2
+    of the clipped actions (1 - mean squared error / the teacher's action variance, pooled over dimensions);
+    discrete: agreement of the chosen actions, rescaled so that chance (1 / actions) is 0. Floored at 0."""
+    if spec.low is None:
+        chance = 1.0 / spec.n_outputs
+        agree = float((student_out.argmax(dim=1) == teacher_out.argmax(dim=1)).float().mean())
+        return max(0.0, (agree - chance) / (1.0 - chance))
+    s, t = clipped_actions(student_out, spec), clipped_actions(teacher_out, spec)
+    variance = float(((t - t.mean(dim=0)) ** 2).mean())
+    if variance == 0.0:
+        raise TaskError("imitation measure: the unpruned policy gives one and the same action on every held-out "
+                        "state; use env.task.reward_measure: return.")
+    return max(0.0, 1.0 - float(((s - t) ** 2).mean()) / variance)
+
+
 class EpisodicReturnScorer:
     """Mean return over `task.episodes` seeded episodes (from `task.seed`), normalised between random actions
     (0) and `reference`, the unpruned policy (100). With `task.reward_clone_batches`, a copy of each network
     is first behaviour-cloned from `reference` on `observations` (the teacher's states), so that the search
-    ranks allocations by what fine-tuning can make of them rather than by the damage pruning did."""
+    ranks allocations by what fine-tuning can make of them rather than by the damage pruning did. With
+    `task.reward_measure: imitation` a network is scored by `imitation_fit` on held-out teacher states instead."""
 
     name = "episodic_return"
 
@@ -90,6 +119,12 @@ class EpisodicReturnScorer:
         random_returns = run_episodes(random_policy(self.spec, task.seed), task, task.seed, task.episodes).returns
         self.random_return = statistics.fmean(random_returns)
         self.reference_return = statistics.fmean(self.returns(reference))
+        self.heldout: torch.Tensor | None = None
+        if task.reward_measure == "imitation":  # teacher states from seeds nothing else plays
+            self.heldout = collect_observations(network_policy(reference, self.spec), task,
+                                                task.imitation_observations, task.imitation_seed).float()
+            with torch.no_grad():
+                self.heldout_teacher = reference.eval()(self.heldout).float()
         if self.reference_return <= self.random_return:
             raise TaskError(
                 f"{task.env_id}: the unpruned policy's mean return {self.reference_return:.2f} is no better than "
@@ -120,6 +155,10 @@ class EpisodicReturnScorer:
 
     def score_as_is(self, model: nn.Module) -> Score:
         """The score of `model` exactly as given (no reward cloning): for judges that fine-tuned it already."""
+        if self.heldout is not None:
+            with torch.no_grad():
+                fit = imitation_fit(model.eval()(self.heldout), self.heldout_teacher, self.spec)
+            return Score(100.0 * fit, {"imitation": fit, "imitation_observations": len(self.heldout)})
         mean, std = mean_std(self.returns(model))
         details = {"return_mean": mean, "return_std": std, "episodes": self.task.episodes,
                    "baseline_return": self.reference_return, "random_return": self.random_return}
