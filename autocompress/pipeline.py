@@ -101,7 +101,13 @@ def plan(cfg: ExperimentConfig, bundle: DataBundle | PolicyBundle, finalize_run:
     """What the run will do, in units whose cost the user can judge before it starts (fine-tuning dominates
     short searches: 10 epochs of a ResNet take far longer than 5 episodes)."""
     policy = isinstance(bundle, PolicyBundle)
-    scored = f"{cfg.env.task.episodes} task episodes" if policy else f"{cfg.env.val_images} val images"
+    scored = f"{cfg.env.val_images} val images"
+    if policy:
+        task = cfg.env.task
+        scored = (f"{task.imitation_observations} held-out teacher states" if task.reward_measure == "imitation"
+                  else f"{task.episodes} task episodes")
+        if task.reward_clone_batches:
+            scored += f" after {task.reward_clone_batches} cloning steps"
     steps = [f"search {cfg.search.episodes} episodes ({scored} each)"]
     if cfg.tournament is not None and cfg.search.agent not in ONE_EPISODE:
         t = cfg.tournament

@@ -207,6 +207,9 @@ def test_the_tournament_judges_imitation_runs_by_the_imitation_fit(tmp_path) -> 
     schedule = {"0": 0.75, "2": 0.75}
     assert judge.label == "imitation fit" and judge.scored_on == {"imitation_observations": 300}
     assert judge(schedule, 0) == env.evaluator.score(env.evaluator.compress(schedule)).value
+    from autocompress.pipeline import plan
+
+    assert "(300 held-out teacher states after 20 cloning steps each)" in plan(load_config(cfg), bundle, False)
 
 
 def test_continuous_actions_are_clipped_and_cloned_with_mse() -> None:
