@@ -122,8 +122,9 @@ def refine_policy(env: Any, record: Mapping[str, Any], cfg: RefineConfig, progre
                 "schedule": ratios, "precision": precision, "top1": top1, "reward": env.reward_fn(outcome)}
         accepted.append({"move": label, "top1": top1, "speedup": info.get("speedup"), "macs_ratio": info["macs_ratio"]})
         if progress:
-            print(f"refine: episode {record['episode']}: {label} -> val top-1 {top1:.2f}%"
-                  + (f", {info['speedup']:.2f}x" if info.get("speedup") else ""), file=sys.stderr)
+            print(f"refine: episode {record['episode']}: {label} -> val score {top1:.2f}%, MACs "
+                  f"{info['macs_ratio']:.3f}" + (f", {info['speedup']:.2f}x" if info.get("speedup") else ""),
+                  file=sys.stderr)
     return {**best, "refine": {"from_top1": record["top1"], "moves": accepted, "evaluations": spent}}
 
 

@@ -23,6 +23,7 @@ rerun; an unfinished search resumes from its checkpoint.
                                                             # the search scores candidates after a short clone
     python scripts/bench_rl_policy.py ... --reward-measure imitation   # ... by how well the clone imitates the
                                                             # teacher on held-out states instead of its return
+    python scripts/bench_rl_policy.py ... --refine 2        # the 2 best finalists first spend unused MACs
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ import torch
 from plot_utils import cpu_model, write_json_atomic
 
 from autocompress import sb3_policy
-from autocompress.config import AutocompressError, ExperimentConfig, RLTaskConfig, load_config
+from autocompress.config import AutocompressError, ExperimentConfig, RefineConfig, RLTaskConfig, load_config
 from autocompress.measure.rollouts import make_env
 from autocompress.models.mlp_policy import DEPTHS, WIDTHS
 from autocompress.pipeline import run_experiment
@@ -81,12 +82,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="teacher observations the reward's cloning learns from (env.val_images; default: the config's)")
     p.add_argument("--reward-measure", choices=("return", "imitation"), default=None,
                    help="what the reward scores a candidate by (env.task.reward_measure; default: the config's)")
+    p.add_argument("--refine", type=int, default=None, metavar="N",
+                   help="walk the tournament's N best finalists back toward the budget before judging them "
+                        "(tournament.refine.finalists: spends the MACs a policy left unused; default: the config's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", default=str(REPO / "runs/rl_policy"), help="agents, runs and finished rows")
     p.add_argument("--out", default=str(REPO / "docs/benchmarks/rl_policy.json"))
     args = p.parse_args(argv)
     for flag, value, low in (("--reward-clone-batches", args.reward_clone_batches, 0),
-                             ("--reward-observations", args.reward_observations, 1)):
+                             ("--reward-observations", args.reward_observations, 1), ("--refine", args.refine, 1)):
         if value is not None and value < low:
             p.error(f"{flag} {value}: give a whole number >= {low}.")
     if args.tasks is None:
@@ -151,9 +155,12 @@ def method_config(base: ExperimentConfig, args: argparse.Namespace, policy: dict
     ddpg = replace(base.ddpg, warmup_episodes=min(base.ddpg.warmup_episodes, search.episodes // 4))
     dqn = replace(base.dqn, warmup_episodes=min(base.dqn.warmup_episodes, search.episodes // 4))
     finetune = base.finetune if args.ft_epochs is None else replace(base.finetune, epochs=args.ft_epochs)
+    tournament = base.tournament
+    if args.refine is not None and tournament is not None:
+        tournament = replace(tournament, refine=replace(tournament.refine or RefineConfig(), finalists=args.refine))
     return replace(base, name=f"{policy['env_id']}-{policy['algo']}-{method}",
                    model=replace(base.model, name=policy["zoo_model"], weights=policy["weights"]),
-                   env=env, search=search, ddpg=ddpg, dqn=dqn, finetune=finetune)
+                   env=env, search=search, ddpg=ddpg, dqn=dqn, finetune=finetune, tournament=tournament)
 
 
 def unpruned_row(task: str, baseline: dict[str, Any], episodes: int) -> dict[str, Any]:
@@ -187,6 +194,7 @@ def method_cell(base: ExperimentConfig, args: argparse.Namespace, policy: dict[s
                         "reward": {"measure": cfg.env.task.reward_measure,
                                    "clone_batches": cfg.env.task.reward_clone_batches,
                                    "observations": cfg.env.val_images},
+                        "refine": cfg.tournament.refine.finalists if cfg.tournament and cfg.tournament.refine else 0,
                         "budget": {"kind": cfg.env.budget_kind, "fraction": cfg.env.budget},
                         "best": summary.get("best"), "baseline": summary["baseline"], "pruned": summary["pruned"],
                         "finetune": {**summary["finetune"], "epochs": cfg.finetune.epochs if cfg.finetune else 0},
