@@ -24,6 +24,7 @@ rerun; an unfinished search resumes from its checkpoint.
     python scripts/bench_rl_policy.py ... --reward-measure imitation   # ... by how well the clone imitates the
                                                             # teacher on held-out states instead of its return
     python scripts/bench_rl_policy.py ... --refine 2        # the 2 best finalists first spend unused MACs
+    python scripts/bench_rl_policy.py ... --tournament-batches 1600   # finalists judged after long clones
 """
 
 from __future__ import annotations
@@ -85,12 +86,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--refine", type=int, default=None, metavar="N",
                    help="walk the tournament's N best finalists back toward the budget before judging them "
                         "(tournament.refine.finalists: spends the MACs a policy left unused; default: the config's)")
+    p.add_argument("--tournament-batches", type=int, default=None, metavar="B",
+                   help="cloning steps of the tournament's first round (doubled each round; tournament.ft_batches; "
+                        "default: the config's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", default=str(REPO / "runs/rl_policy"), help="agents, runs and finished rows")
     p.add_argument("--out", default=str(REPO / "docs/benchmarks/rl_policy.json"))
     args = p.parse_args(argv)
     for flag, value, low in (("--reward-clone-batches", args.reward_clone_batches, 0),
-                             ("--reward-observations", args.reward_observations, 1), ("--refine", args.refine, 1)):
+                             ("--reward-observations", args.reward_observations, 1), ("--refine", args.refine, 1),
+                             ("--tournament-batches", args.tournament_batches, 1)):
         if value is not None and value < low:
             p.error(f"{flag} {value}: give a whole number >= {low}.")
     if args.tasks is None:
@@ -158,6 +163,8 @@ def method_config(base: ExperimentConfig, args: argparse.Namespace, policy: dict
     tournament = base.tournament
     if args.refine is not None and tournament is not None:
         tournament = replace(tournament, refine=replace(tournament.refine or RefineConfig(), finalists=args.refine))
+    if args.tournament_batches is not None and tournament is not None:
+        tournament = replace(tournament, ft_batches=args.tournament_batches)
     return replace(base, name=f"{policy['env_id']}-{policy['algo']}-{method}",
                    model=replace(base.model, name=policy["zoo_model"], weights=policy["weights"]),
                    env=env, search=search, ddpg=ddpg, dqn=dqn, finetune=finetune, tournament=tournament)
@@ -195,6 +202,7 @@ def method_cell(base: ExperimentConfig, args: argparse.Namespace, policy: dict[s
                                    "clone_batches": cfg.env.task.reward_clone_batches,
                                    "observations": cfg.env.val_images},
                         "refine": cfg.tournament.refine.finalists if cfg.tournament and cfg.tournament.refine else 0,
+                        "tournament_batches": cfg.tournament.ft_batches if cfg.tournament else 0,
                         "budget": {"kind": cfg.env.budget_kind, "fraction": cfg.env.budget},
                         "best": summary.get("best"), "baseline": summary["baseline"], "pruned": summary["pruned"],
                         "finetune": {**summary["finetune"], "epochs": cfg.finetune.epochs if cfg.finetune else 0},
