@@ -1,0 +1,53 @@
+"""scripts/bench_rl_policy.py's flags reach the experiment each method runs: the reward measure, refinement and
+the tournament's cloning length change the search only, and bad values are refused by the parser."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from autocompress.config import load_config
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+POLICY = {"env_id": "CartPole-v1", "algo": "ppo", "zoo_model": "mlp_policy_tanh_4x64", "weights": "w.pth"}
+
+
+@cache
+def bench() -> Any:
+    sys.path.insert(0, str(SCRIPTS))  # the script imports its sibling plot_utils
+    spec = importlib.util.spec_from_file_location("autocompress_bench_rl_policy", SCRIPTS / "bench_rl_policy.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _config(tmp_path: Path, method: str, *flags: str) -> Any:
+    args = bench().parse_args(["--tasks", "CartPole-v1:ppo", *flags])
+    base = load_config(args.config)
+    return bench().method_config(base, args, POLICY, method, tmp_path / method)
+
+
+def test_search_flags_reach_the_search_s_config(tmp_path) -> None:
+    cfg = _config(tmp_path, "search", "--reward-measure", "imitation", "--reward-clone-batches", "400",
+                  "--refine", "2", "--tournament-batches", "300", "--budget", "0.1")
+    task = cfg.env.task
+    assert (task.reward_measure, task.reward_clone_batches, cfg.env.budget) == ("imitation", 400, 0.1)
+    assert cfg.tournament.refine.finalists == 2 and cfg.tournament.ft_batches == 300
+    assert cfg.model.name == "mlp_policy_tanh_4x64" and cfg.search.out_dir == str(tmp_path / "search")
+    default = _config(tmp_path, "search")
+    assert default.env.task.reward_measure == "return" and default.tournament.refine is None
+    assert default.tournament.ft_batches == load_config(bench().parse_args([]).config).tournament.ft_batches
+    assert _config(tmp_path, "uniform", "--reward-measure", "imitation").search.agent == "uniform"
+
+
+@pytest.mark.parametrize("flags", [["--refine", "0"], ["--tournament-batches", "0"], ["--reward-measure", "loss"],
+                                   ["--reward-clone-batches", "-1"]])
+def test_bad_values_are_refused_by_the_parser(flags: list[str], capsys) -> None:
+    with pytest.raises(SystemExit):
+        bench().parse_args(["--tasks", "CartPole-v1:ppo", *flags])
+    assert flags[0] in capsys.readouterr().err
