@@ -119,18 +119,18 @@ class EpisodicReturnScorer:
         random_returns = run_episodes(random_policy(self.spec, task.seed), task, task.seed, task.episodes).returns
         self.random_return = statistics.fmean(random_returns)
         self.reference_return = statistics.fmean(self.returns(reference))
-        self.heldout: torch.Tensor | None = None
-        if task.reward_measure == "imitation":  # teacher states from seeds nothing else plays
-            self.heldout = collect_observations(network_policy(reference, self.spec), task,
-                                                task.imitation_observations, task.imitation_seed).float()
-            with torch.no_grad():
-                self.heldout_teacher = reference.eval()(self.heldout).float()
         if self.reference_return <= self.random_return:
             raise TaskError(
                 f"{task.env_id}: the unpruned policy's mean return {self.reference_return:.2f} is no better than "
                 f"random actions' {self.random_return:.2f} over {task.episodes} episodes; give trained weights "
                 "(model.weights) and check env.task.action."
             )
+        self.heldout: torch.Tensor | None = None
+        if task.reward_measure == "imitation":  # teacher states from seeds nothing else plays
+            self.heldout = collect_observations(network_policy(reference, self.spec), task,
+                                                task.imitation_observations, task.imitation_seed).float()
+            with torch.no_grad():
+                self.heldout_teacher = reference.eval()(self.heldout).float()
 
     def returns(self, model: nn.Module, first_seed: int | None = None, episodes: int | None = None) -> list[float]:
         """Returns of `model`'s deterministic policy over seeded episodes (default: the search's)."""
