@@ -193,6 +193,11 @@ class RLTaskConfig:
     """First seed of the teacher's episodes whose states the imitation measure is scored on (never cloned on)."""
     imitation_observations: int = 5_000
     """Teacher states the imitation measure is scored on."""
+    tournament_measure: Literal["reward", "return"] = "reward"
+    """What the tournament judges its cloned finalists by: reward (the reward_measure) or return (the normalised
+    mean return of the search's episodes, never the report's). With the imitation reward, return lets the
+    finalists' long clones be judged by what the report measures: after a full clone, held-out imitation ranks
+    policies only loosely by their return (docs/BENCHMARKS.md, issue #17)."""
 
 
 DROP_ACTION = 0.95

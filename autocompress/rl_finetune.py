@@ -117,16 +117,18 @@ def short_clone(model: nn.Module, teacher: nn.Module, bundle: PolicyBundle, batc
 
 class PolicyJudge:
     """The tournament's judge for policies: a short behaviour-cloning fine-tune, then the evaluator's score
-    (normalised return on the search's episodes, or the imitation fit on held-out states; never the report's)."""
+    (task.tournament_measure: the normalised return on the search's episodes, or the imitation fit on held-out
+    states; never the report's episodes)."""
 
     def __init__(self, env: Any, bundle: PolicyBundle, lr: float, seed: int) -> None:
         self.env, self.bundle, self.lr, self.seed = env, bundle, lr, seed
-        if bundle.task.reward_measure == "imitation":
-            self.scored_on = {"imitation_observations": bundle.task.imitation_observations}
-            self.label = "imitation fit"
-        else:
+        self.by_return = bundle.task.reward_measure == "return" or bundle.task.tournament_measure == "return"
+        if self.by_return:
             self.scored_on = {"episodes": bundle.task.episodes}
             self.label = "normalised return"
+        else:
+            self.scored_on = {"imitation_observations": bundle.task.imitation_observations}
+            self.label = "imitation fit"
 
     def __call__(self, schedule: Mapping[str, float], batches: int, precision: Mapping[str, str] | None = None) -> float:
         """The score after `batches` cloning steps on top of those the reward already spends on every candidate
@@ -134,4 +136,5 @@ class PolicyJudge:
         model = self.env.evaluator.compress(schedule)
         total = batches + self.bundle.task.reward_clone_batches
         short_clone(model, self.env.model, self.bundle, total, self.lr, self.seed)
-        return float(self.env.evaluator.scorer.score_as_is(model).value)  # cloned once here, not twice
+        scorer = self.env.evaluator.scorer  # cloned once here, not twice
+        return float((scorer.return_score(model) if self.by_return else scorer.score_as_is(model)).value)

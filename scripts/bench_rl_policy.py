@@ -24,7 +24,8 @@ rerun; an unfinished search resumes from its checkpoint.
     python scripts/bench_rl_policy.py ... --reward-measure imitation   # ... by how well the clone imitates the
                                                             # teacher on held-out states instead of its return
     python scripts/bench_rl_policy.py ... --refine 2        # the 2 best finalists first spend unused MACs
-    python scripts/bench_rl_policy.py ... --tournament-batches 1600   # finalists judged after long clones
+    python scripts/bench_rl_policy.py ... --tournament-batches 1600 --tournament-measure return
+                                                            # finalists judged by their return after long clones
 """
 
 from __future__ import annotations
@@ -83,6 +84,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="teacher observations the reward's cloning learns from (env.val_images; default: the config's)")
     p.add_argument("--reward-measure", choices=("return", "imitation"), default=None,
                    help="what the reward scores a candidate by (env.task.reward_measure; default: the config's)")
+    p.add_argument("--tournament-measure", choices=("reward", "return"), default=None,
+                   help="what the tournament judges cloned finalists by (env.task.tournament_measure; default: the "
+                        "config's)")
     p.add_argument("--refine", type=int, default=None, metavar="N",
                    help="walk the tournament's N best finalists back toward the budget before judging them "
                         "(tournament.refine.finalists: spends the MACs a policy left unused; default: the config's)")
@@ -152,6 +156,8 @@ def method_config(base: ExperimentConfig, args: argparse.Namespace, policy: dict
         task = replace(task, reward_clone_batches=args.reward_clone_batches)
     if args.reward_measure is not None:
         task = replace(task, reward_measure=args.reward_measure)
+    if args.tournament_measure is not None:
+        task = replace(task, tournament_measure=args.tournament_measure)
     env = replace(base.env, task=task, budget=args.budget or base.env.budget,
                   val_images=args.reward_observations or base.env.val_images)
     agent = "uniform" if method == "uniform" else (args.agent or base.search.agent)
@@ -203,6 +209,7 @@ def method_cell(base: ExperimentConfig, args: argparse.Namespace, policy: dict[s
                                    "observations": cfg.env.val_images},
                         "refine": cfg.tournament.refine.finalists if cfg.tournament and cfg.tournament.refine else 0,
                         "tournament_batches": cfg.tournament.ft_batches if cfg.tournament else 0,
+                        "tournament_measure": cfg.env.task.tournament_measure,
                         "budget": {"kind": cfg.env.budget_kind, "fraction": cfg.env.budget},
                         "best": summary.get("best"), "baseline": summary["baseline"], "pruned": summary["pruned"],
                         "finetune": {**summary["finetune"], "epochs": cfg.finetune.epochs if cfg.finetune else 0},

@@ -77,10 +77,16 @@ def measure(env: Any, bundle: Any, cfg: Any, ratios: dict[str, float], args: arg
     return rec
 
 
-def taus(records: list[dict[str, Any]], predictors: list[str]) -> dict[str, dict[str, float]]:
-    out = {}
+def taus(records: list[dict[str, Any]], predictors: list[str]) -> dict[str, dict[str, float | None]]:
+    """Kendall tau of each predictor against the test return; None where a predictor is the same for every policy
+    (e.g. every fit floored at 0 as pruned), which ranks nothing."""
+    out: dict[str, dict[str, float | None]] = {}
     for p in predictors:
-        tau, pval = kendalltau([r[p] for r in records], [r["ft_test_return"] for r in records])
+        values = [r[p] for r in records]
+        if len(set(values)) == 1:
+            out[p] = {"tau": None, "p": None}
+            continue
+        tau, pval = kendalltau(values, [r["ft_test_return"] for r in records])
         out[p] = {"tau": float(tau), "p": float(pval)}
     return out
 
@@ -132,7 +138,8 @@ def main() -> None:
     }
     write_json_atomic(args.json, result)
     for name, t in result["kendall_tau"].items():
-        print(f"{name:>12}: tau vs test return after FT {t['tau']:+.3f} (p {t['p']:.3g})")
+        said = "constant, ranks nothing" if t["tau"] is None else f"{t['tau']:+.3f} (p {t['p']:.3g})"
+        print(f"{name:>12}: tau vs test return after FT {said}")
 
 
 if __name__ == "__main__":

@@ -212,6 +212,25 @@ def test_the_tournament_judges_imitation_runs_by_the_imitation_fit(tmp_path) -> 
     assert "(300 held-out teacher states after 20 cloning steps each)" in plan(load_config(cfg), bundle, False)
 
 
+def test_the_tournament_can_judge_imitation_runs_by_the_return(tmp_path) -> None:
+    """tournament_measure return: the finalists' clones are judged by the search episodes' normalised return,
+    exactly the return of a copy cloned the same way (reward steps + the round's), while the reward stays the fit."""
+    from autocompress.rl_finetune import PolicyJudge, short_clone
+
+    cfg = policy_config(tmp_path, val_images=1000)
+    torch.save(hand_made_policy(noise=0.1).state_dict(), cfg["model"]["weights"])
+    cfg["env"]["task"].update(reward_measure="imitation", imitation_observations=300, reward_clone_batches=20,
+                              reward_clone_lr=0.01, tournament_measure="return")
+    env, bundle = build_env_and_data(load_config(cfg), progress=False)
+    judge = PolicyJudge(env, bundle, lr=0.01, seed=0)
+    assert judge.label == "normalised return" and judge.scored_on == {"episodes": 5}
+    schedule = {"0": 0.75, "2": 0.75}
+    copy = short_clone(env.evaluator.compress(schedule), env.model, bundle, 20 + 10, 0.01, 0)
+    scorer = env.evaluator.scorer
+    assert judge(schedule, 10) == scorer.return_score(copy).value
+    assert "return_mean" in scorer.return_score(copy).details and "imitation" in scorer.score_as_is(copy).details
+
+
 def test_continuous_actions_are_clipped_and_cloned_with_mse() -> None:
     task = RLTaskConfig(env_id="Pendulum-v1", action="continuous", episodes=2, max_steps=50, bc_batch_size=64)
     spec = task_spec(task)
@@ -269,6 +288,7 @@ def test_scorer_names_match_the_config_and_unknown_ones_list_the_choices() -> No
     ({"scorer": "episodic_return", "task": {"reward_measure": "loss"}}, "'loss' is not one of 'return', 'imitation'"),
     ({"scorer": "episodic_return", "task": {"reward_measure": "imitation", "imitation_seed": 2_050_000}},
      "env.task.train_seed: its episodes overlap those from imitation_seed"),
+    ({"scorer": "episodic_return", "task": {"tournament_measure": "fit"}}, "'fit' is not one of 'reward', 'return'"),
     ({"scorer": "episodic_return", "task": {"imitation_observations": 0}},
      r"env.task.imitation_observations: 0 must be in \[1, 10000000\]"),
     ({"scorer": "episodic_return", "task": {}, "eval_runtime": "onnxruntime"}, "eval_runtime: a policy plays"),

@@ -159,6 +159,11 @@ class EpisodicReturnScorer:
             with torch.no_grad():
                 fit = imitation_fit(model.eval()(self.heldout), self.heldout_teacher, self.spec)
             return Score(100.0 * fit, {"imitation": fit, "imitation_observations": len(self.heldout)})
+        return self.return_score(model)
+
+    def return_score(self, model: nn.Module) -> Score:
+        """The normalised mean return of `model` exactly as given over the search's episodes, whatever the
+        reward measure."""
         mean, std = mean_std(self.returns(model))
         details = {"return_mean": mean, "return_std": std, "episodes": self.task.episodes,
                    "baseline_return": self.reference_return, "random_return": self.random_return}
