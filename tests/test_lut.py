@@ -12,7 +12,7 @@ from torch import nn
 from autocompress.config import AutocompressError, LatencyConfig
 from autocompress.measure.flops import LayerSpec
 from autocompress.measure.latency import LatencyMeter
-from autocompress.measure.lut import LatencyLUT, LUTError, default_choices
+from autocompress.measure.lut import MIN_PREDICTED_MS, LatencyLUT, LUTError, default_choices
 
 SHAPE = (3, 32, 32)
 CFG = LatencyConfig(runtime="torch", threads=1, rounds=7, warmup=2)
@@ -101,6 +101,10 @@ def test_bilinear_interpolation_is_exact_for_bilinear_costs(lut: LatencyLUT) -> 
         assert synthetic.predict_ms({"a": a, "b": b}) == pytest.approx(expected)
     # below the smallest grid count the table is clamped, never extrapolated to negative times
     assert synthetic.predict_ms({"a": 1, "b": 1}) == synthetic.predict_ms({"a": 4, "b": 4})
+    # a negative fitted constant (timings under load) never makes a prediction, or a speedup, zero or negative
+    data["const_ms"] = -1.0
+    floored = LatencyLUT(data).predict_ms({"a": 4, "b": 4})
+    assert floored == MIN_PREDICTED_MS and LatencyLUT(data).predict_ms({}) / floored > 0
 
 
 def test_json_round_trip(lut: LatencyLUT, tmp_path: Path) -> None:

@@ -49,6 +49,10 @@ DEFAULT_CHOICES = 8
 TIMED_KINDS = ("conv", "linear")
 
 
+MIN_PREDICTED_MS = 1e-6
+"""The smallest latency a table predicts (ms): positive, so that every predicted speedup is finite and > 0."""
+
+
 class LUTError(AutocompressError):
     """A look-up table cannot be built, loaded or queried as asked."""
 
@@ -483,9 +487,11 @@ class LatencyLUT:
         return out
 
     def predict_ms(self, kept: Mapping[str, int]) -> float:
-        """Predicted latency (ms per call of `batch_size` images) with `kept` output channels per group."""
+        """Predicted latency (ms per call of `batch_size` images) with `kept` output channels per group, floored
+        at MIN_PREDICTED_MS: the fitted constant may be negative, and a table of microsecond layers timed under
+        load can extrapolate a heavily pruned network below zero, which no reward or speedup can use."""
         self._check_kept(kept)
-        return self.const_ms + self.scale * sum(layer.predict(kept) for layer in self._layers)
+        return max(MIN_PREDICTED_MS, self.const_ms + self.scale * sum(layer.predict(kept) for layer in self._layers))
 
     def prediction_error(
         self,
