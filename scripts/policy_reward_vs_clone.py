@@ -29,10 +29,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from plot_utils import cpu_model, run_script, write_json_atomic
-from reward_vs_finetune import random_policy
+from reward_vs_finetune import add_random_policies
 from scipy.stats import kendalltau
 
 from autocompress.config import ConfigError, load_config
@@ -44,16 +43,8 @@ from autocompress.search import uniform_action
 
 def draw_policies(env: Any, count: int, seed: int) -> list[tuple[str, dict[str, float]]]:
     """uniform, then random episodes through the budget wall, all distinct in kept units."""
-    policies = [("uniform", dict.fromkeys(env.group_names, env.prune_ratio_of(uniform_action(env))))]
-    rng = np.random.default_rng(seed)
-    seen = {tuple(env.pruner.kept_channels(policies[0][1]).values())}
-    while len(policies) < count:
-        ratios = random_policy(env, rng)
-        key = tuple(env.pruner.kept_channels(ratios).values())
-        if key not in seen:
-            seen.add(key)
-            policies.append((f"random{len(policies)}", ratios))
-    return policies
+    uniform = ("uniform", dict.fromkeys(env.group_names, env.prune_ratio_of(uniform_action(env))))
+    return add_random_policies(env, [uniform], count, seed)
 
 
 def measure(env: Any, bundle: Any, cfg: Any, ratios: dict[str, float], args: argparse.Namespace) -> dict[str, Any]:

@@ -65,6 +65,12 @@ def draw_policies(env: Any, count: int, seed: int, work: Path) -> list[tuple[str
         levels = allocate.sensitivity_levels(env, 300)
         curves = allocate.sensitivity_curves(env, levels)
         policies.append(("sensitivity", allocate.sensitivity_ratios(env, levels, curves)))
+    return add_random_policies(env, policies, count, seed)
+
+
+def add_random_policies(env: Any, policies: list[tuple[str, dict[str, float]]], count: int,
+                        seed: int) -> list[tuple[str, dict[str, float]]]:
+    """`policies` topped up to `count` with random episodes, each distinct in kept channels from all before."""
     rng = np.random.default_rng(seed)
     seen = {tuple(env.pruner.kept_channels(r).values()) for _, r in policies}
     while len(policies) < count:

@@ -3,14 +3,13 @@ skipped on a rerun, and a --work made with other settings is refused."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from functools import cache
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
+from script_loader import load_script
 
 from autocompress.config import ConfigError
 
@@ -19,13 +18,8 @@ TYPES = {"model": str, "macs_ratio": float, "params_ratio": float, "speedup_eage
          "macs_ours": int, "macs_reference": int}
 
 
-@cache
-def bench() -> Any:
-    sys.path.insert(0, str(SCRIPTS))  # the script imports its sibling plot_utils
-    spec = importlib.util.spec_from_file_location("autocompress_bench_generality", SCRIPTS / "bench_generality.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench() -> ModuleType:
+    return load_script("bench_generality")
 
 
 def _argv(tmp_path: Path, *extra: str) -> list[str]:

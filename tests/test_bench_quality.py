@@ -3,27 +3,21 @@ and --schedules-from a written report fine-tunes the very schedules it records, 
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from functools import cache
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
+from script_loader import load_script
 
 REPO = Path(__file__).resolve().parent.parent
 ROW_KEYS = ("model", "method", "seed", "budget", "episodes", "ft_epochs", "test_images", "macs_ratio",
             "speedup_eager", "speedup_ort", "top1_before_ft", "top1_after_ft", "search_s", "ft_s")
 
 
-@cache
-def bench() -> Any:
-    sys.path.insert(0, str(REPO / "scripts"))  # the script imports its sibling plot_utils
-    spec = importlib.util.spec_from_file_location("autocompress_bench_quality", REPO / "scripts/bench_quality.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench() -> ModuleType:
+    return load_script("bench_quality")
 
 
 def _run(tmp_path: Path, name: str, *extra: str) -> dict[str, Any]:

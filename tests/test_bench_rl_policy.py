@@ -3,13 +3,12 @@ the tournament's cloning length change the search only, and bad values are refus
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from functools import cache
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
+from script_loader import load_script
 
 from autocompress.config import load_config
 
@@ -17,13 +16,8 @@ SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 POLICY = {"env_id": "CartPole-v1", "algo": "ppo", "zoo_model": "mlp_policy_tanh_4x64", "weights": "w.pth"}
 
 
-@cache
-def bench() -> Any:
-    sys.path.insert(0, str(SCRIPTS))  # the script imports its sibling plot_utils
-    spec = importlib.util.spec_from_file_location("autocompress_bench_rl_policy", SCRIPTS / "bench_rl_policy.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench() -> ModuleType:
+    return load_script("bench_rl_policy")
 
 
 def _config(tmp_path: Path, method: str, *flags: str) -> Any:

@@ -7,17 +7,17 @@ hypothesis properties over arbitrary JSON values in schedules and configs and ar
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from functools import cache
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from script_loader import load_script
 
 from autocompress.config import AutocompressError, ConfigError, load_config
 from autocompress.pruning import Schedule
@@ -26,14 +26,8 @@ from autocompress.pruning.schedule import ScheduleError
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 
 
-@cache
-def fuzz_module():
-    sys.path.insert(0, str(SCRIPTS))  # fuzz.py imports its sibling plot_utils
-    spec = importlib.util.spec_from_file_location("autocompress_fuzz_script", SCRIPTS / "fuzz.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
-    spec.loader.exec_module(module)
-    return module
+def fuzz_module() -> ModuleType:
+    return load_script("fuzz")
 
 
 @cache
