@@ -4,7 +4,8 @@
 The layout (Linear, activation, ..., Linear; state-dict keys 0, 2, 4, ...) is that of a Stable-Baselines3
 policy with net_arch [256, 256] (the RL Zoo's width), [64, 64] (SB3's default for PPO) or a deeper d x w (d in
 DEPTHS: more layers give a search more allocations to choose between) once its policy MLP and action head are
-joined (`autocompress.sb3_policy.extract_policy`): Tanh for PPO / A2C, ReLU for DQN's Q-network. For a policy, `in_channels` is the observation size and `num_classes` the number of outputs.
+joined (`autocompress.sb3_policy.extract_policy`): Tanh for PPO / A2C, ReLU for DQN's Q-network. For a policy,
+`in_channels` is the observation size and `num_classes` the number of outputs.
 """
 
 from __future__ import annotations
