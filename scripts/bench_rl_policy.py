@@ -93,13 +93,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tournament-batches", type=int, default=None, metavar="B",
                    help="cloning steps of the tournament's first round (doubled each round; tournament.ft_batches; "
                         "default: the config's)")
+    p.add_argument("--finalists", type=int, default=None, metavar="K",
+                   help="distinct leading policies the tournament clones and judges (tournament.finalists; "
+                        "default: the config's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", default=str(REPO / "runs/rl_policy"), help="agents, runs and finished rows")
     p.add_argument("--out", default=str(REPO / "docs/benchmarks/rl_policy.json"))
     args = p.parse_args(argv)
     for flag, value, low in (("--reward-clone-batches", args.reward_clone_batches, 0),
                              ("--reward-observations", args.reward_observations, 1), ("--refine", args.refine, 1),
-                             ("--tournament-batches", args.tournament_batches, 1)):
+                             ("--tournament-batches", args.tournament_batches, 1),
+                             ("--finalists", args.finalists, 1)):
         if value is not None and value < low:
             p.error(f"{flag} {value}: give a whole number >= {low}.")
     if args.tasks is None:
@@ -171,6 +175,8 @@ def method_config(base: ExperimentConfig, args: argparse.Namespace, policy: dict
         tournament = replace(tournament, refine=replace(tournament.refine or RefineConfig(), finalists=args.refine))
     if args.tournament_batches is not None and tournament is not None:
         tournament = replace(tournament, ft_batches=args.tournament_batches)
+    if args.finalists is not None and tournament is not None:
+        tournament = replace(tournament, finalists=args.finalists)
     return replace(base, name=f"{policy['env_id']}-{policy['algo']}-{method}",
                    model=replace(base.model, name=policy["zoo_model"], weights=policy["weights"]),
                    env=env, search=search, ddpg=ddpg, dqn=dqn, finetune=finetune, tournament=tournament)
