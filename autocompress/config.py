@@ -198,6 +198,11 @@ class RLTaskConfig:
     mean return of the search's episodes, never the report's). With the imitation reward, return lets the
     finalists' long clones be judged by what the report measures: after a full clone, held-out imitation ranks
     policies only loosely by their return (docs/BENCHMARKS.md, issue #17)."""
+    tournament_clone: Literal["short", "full"] = "short"
+    """How the tournament fine-tunes each finalist before judging it. short: tournament.ft_batches cloning steps,
+    doubled each round. full: the final fine-tune itself (the finetune: section, DAgger rounds included, seeded
+    as the final one), so the finalist judged is the network the report will test; a short clone's ranking can
+    differ from the final one's (docs/BENCHMARKS.md, issue #17). Each finalist is then cloned once."""
 
 
 DROP_ACTION = 0.95
@@ -806,6 +811,9 @@ def _validate_experiment(obj: ExperimentConfig, where: str) -> None:
     refine = obj.tournament is not None and obj.tournament.refine is not None
     _check(not refine or obj.env.sparsity == "structured", f"{where}.tournament.refine",
            "walks back channel pruning and precision; with env.sparsity unstructured remove it.")
+    full_clone = obj.env.task is not None and obj.env.task.tournament_clone == "full"
+    _check(not full_clone or obj.finetune is not None, f"{where}.env.task.tournament_clone",
+           "full judges finalists after the finetune: section's recipe; add a finetune: section or use short.")
 
 
 def _validate_quant(obj: QuantConfig, where: str) -> None:

@@ -144,7 +144,7 @@ def choose_by_tournament(cfg: ExperimentConfig, env: NetCompressEnv, bundle: Dat
     _say(progress, f"tournament: the {cfg.tournament.finalists} leading policies, short fine-tunes scored on val")
     judge = None
     if isinstance(bundle, PolicyBundle):
-        judge = PolicyJudge(env, bundle, cfg.tournament.lr, cfg.tournament.seed)
+        judge = PolicyJudge(env, bundle, cfg.tournament.lr, cfg.tournament.seed, cfg.finetune, cfg.search.seed)
     eligible = episodes_meeting_target(result.run_dir, latency_target(cfg))
     if eligible is not None:
         _say(progress, f"tournament: only among the {len(eligible)} re-timed policies that met the "

@@ -120,8 +120,14 @@ class PolicyJudge:
     (task.tournament_measure: the normalised return on the search's episodes, or the imitation fit on held-out
     states; never the report's episodes)."""
 
-    def __init__(self, env: Any, bundle: PolicyBundle, lr: float, seed: int) -> None:
+    def __init__(self, env: Any, bundle: PolicyBundle, lr: float, seed: int,
+                 final: TrainConfig | None = None, final_seed: int = 0) -> None:
         self.env, self.bundle, self.lr, self.seed = env, bundle, lr, seed
+        self.final, self.final_seed = final, final_seed
+        if bundle.task.tournament_clone == "full" and final is None:
+            raise TrainError("env.task.tournament_clone: full needs a finetune: section (the recipe it judges after); "
+                             "add one or use tournament_clone: short.")
+        self._full_scores: dict[tuple[tuple[str, float], ...], float] = {}
         self.by_return = bundle.task.reward_measure == "return" or bundle.task.tournament_measure == "return"
         if self.by_return:
             self.scored_on = {"episodes": bundle.task.episodes}
@@ -133,8 +139,25 @@ class PolicyJudge:
     def __call__(self, schedule: Mapping[str, float], batches: int, precision: Mapping[str, str] | None = None) -> float:
         """The score after `batches` cloning steps on top of those the reward already spends on every candidate
         (task.reward_clone_batches), so that a round never judges on less fine-tuning than the search ranked by."""
+        if self.bundle.task.tournament_clone == "full":
+            return self._full(schedule)
         model = self.env.evaluator.compress(schedule)
         total = batches + self.bundle.task.reward_clone_batches
         short_clone(model, self.env.model, self.bundle, total, self.lr, self.seed)
-        scorer = self.env.evaluator.scorer  # cloned once here, not twice
+        return self._score(model)
+
+    def _score(self, model: nn.Module) -> float:
+        scorer = self.env.evaluator.scorer  # cloned by the caller, not again by the scorer
         return float((scorer.return_score(model) if self.by_return else scorer.score_as_is(model)).value)
+
+    def _full(self, schedule: Mapping[str, float]) -> float:
+        """The score after the final fine-tune's own recipe and seed (deterministic, so each finalist is cloned
+        once and a later round reuses its score)."""
+        key = tuple(sorted(schedule.items()))
+        if key not in self._full_scores:
+            model = self.env.evaluator.compress(schedule)
+            assert self.final is not None  # checked in __init__
+            behaviour_clone(model, self.env.model, self.bundle.observations, self.final, self.bundle.task,
+                            self.bundle.spec, seed=self.final_seed)
+            self._full_scores[key] = self._score(model.eval())
+        return self._full_scores[key]

@@ -87,6 +87,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tournament-measure", choices=("reward", "return"), default=None,
                    help="what the tournament judges cloned finalists by (env.task.tournament_measure; default: the "
                         "config's)")
+    p.add_argument("--tournament-clone", choices=("short", "full"), default=None,
+                   help="clone the tournament's finalists briefly or with the final fine-tune itself "
+                        "(env.task.tournament_clone; default: the config's)")
     p.add_argument("--refine", type=int, default=None, metavar="N",
                    help="walk the tournament's N best finalists back toward the budget before judging them "
                         "(tournament.refine.finalists: spends the MACs a policy left unused; default: the config's)")
@@ -162,6 +165,8 @@ def method_config(base: ExperimentConfig, args: argparse.Namespace, policy: dict
         task = replace(task, reward_measure=args.reward_measure)
     if args.tournament_measure is not None:
         task = replace(task, tournament_measure=args.tournament_measure)
+    if args.tournament_clone is not None:
+        task = replace(task, tournament_clone=args.tournament_clone)
     env = replace(base.env, task=task, budget=args.budget or base.env.budget,
                   val_images=args.reward_observations or base.env.val_images)
     agent = "uniform" if method == "uniform" else (args.agent or base.search.agent)

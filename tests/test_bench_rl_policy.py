@@ -29,9 +29,9 @@ def _config(tmp_path: Path, method: str, *flags: str) -> Any:
 def test_search_flags_reach_the_search_s_config(tmp_path) -> None:
     cfg = _config(tmp_path, "search", "--reward-measure", "imitation", "--reward-clone-batches", "400",
                   "--refine", "2", "--tournament-batches", "300", "--budget", "0.1", "--tournament-measure", "return",
-                  "--finalists", "8")
+                  "--finalists", "8", "--tournament-clone", "full")
     task = cfg.env.task
-    assert task.tournament_measure == "return"
+    assert (task.tournament_measure, task.tournament_clone) == ("return", "full")
     assert (task.reward_measure, task.reward_clone_batches, cfg.env.budget) == ("imitation", 400, 0.1)
     assert cfg.tournament.refine.finalists == 2 and cfg.tournament.ft_batches == 300
     assert cfg.tournament.finalists == 8
@@ -45,7 +45,7 @@ def test_search_flags_reach_the_search_s_config(tmp_path) -> None:
 
 @pytest.mark.parametrize("flags", [["--refine", "0"], ["--tournament-batches", "0"], ["--reward-measure", "loss"],
                                    ["--tournament-measure", "fit"], ["--reward-clone-batches", "-1"],
-                                   ["--finalists", "0"]])
+                                   ["--finalists", "0"], ["--tournament-clone", "long"]])
 def test_bad_values_are_refused_by_the_parser(flags: list[str], capsys) -> None:
     with pytest.raises(SystemExit):
         bench().parse_args(["--tasks", "CartPole-v1:ppo", *flags])

@@ -231,6 +231,30 @@ def test_the_tournament_can_judge_imitation_runs_by_the_return(tmp_path) -> None
     assert "return_mean" in scorer.return_score(copy).details and "imitation" in scorer.score_as_is(copy).details
 
 
+def test_the_tournament_can_judge_after_the_final_fine_tune_itself(tmp_path) -> None:
+    """tournament_clone full: a finalist is judged after the finetune: recipe with the final seed, so its score
+    is exactly that of the network the report would test; later rounds reuse it instead of cloning again."""
+    from autocompress.rl_finetune import PolicyJudge, behaviour_clone
+    from autocompress.train import TrainError
+
+    cfg = policy_config(tmp_path, val_images=1000)
+    torch.save(hand_made_policy(noise=0.1).state_dict(), cfg["model"]["weights"])
+    cfg["env"]["task"].update(tournament_measure="return", tournament_clone="full", dagger_rounds=1)
+    cfg["finetune"] = {"epochs": 2, "lr": 0.01, "weight_decay": 0.0}
+    loaded = load_config(cfg)
+    final = loaded.finetune
+    env, bundle = build_env_and_data(loaded, progress=False)
+    judge = PolicyJudge(env, bundle, lr=0.01, seed=0, final=final, final_seed=3)
+    schedule = {"0": 0.75, "2": 0.75}
+    model = env.evaluator.compress(schedule)
+    behaviour_clone(model, env.model, bundle.observations, final, bundle.task, bundle.spec, seed=3)
+    expected = env.evaluator.scorer.return_score(model.eval()).value
+    assert judge(schedule, 10) == expected == judge(schedule, 20)  # batches do not matter; cloned once
+    assert len(judge._full_scores) == 1
+    with pytest.raises(TrainError, match="tournament_clone: full needs a finetune"):
+        PolicyJudge(env, bundle, lr=0.01, seed=0)
+
+
 def test_continuous_actions_are_clipped_and_cloned_with_mse() -> None:
     task = RLTaskConfig(env_id="Pendulum-v1", action="continuous", episodes=2, max_steps=50, bc_batch_size=64)
     spec = task_spec(task)
@@ -289,6 +313,8 @@ def test_scorer_names_match_the_config_and_unknown_ones_list_the_choices() -> No
     ({"scorer": "episodic_return", "task": {"reward_measure": "imitation", "imitation_seed": 2_050_000}},
      "env.task.train_seed: its episodes overlap those from imitation_seed"),
     ({"scorer": "episodic_return", "task": {"tournament_measure": "fit"}}, "'fit' is not one of 'reward', 'return'"),
+    ({"scorer": "episodic_return", "task": {"tournament_clone": "full"}},
+     "env.task.tournament_clone: full judges finalists after the finetune: section"),
     ({"scorer": "episodic_return", "task": {"imitation_observations": 0}},
      r"env.task.imitation_observations: 0 must be in \[1, 10000000\]"),
     ({"scorer": "episodic_return", "task": {}, "eval_runtime": "onnxruntime"}, "eval_runtime: a policy plays"),
