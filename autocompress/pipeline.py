@@ -112,7 +112,9 @@ def plan(cfg: ExperimentConfig, bundle: DataBundle | PolicyBundle, finalize_run:
     if cfg.tournament is not None and cfg.search.agent not in ONE_EPISODE:
         t = cfg.tournament
         refined = f", the best {t.refine.finalists} first refined to the budget" if t.refine is not None else ""
-        steps.append(f"tournament of {t.finalists} policies ({t.ft_batches}+ fine-tune batches each{refined})")
+        full = policy and cfg.env.task.tournament_clone == "full"
+        each = "the final fine-tune" if full else f"{t.ft_batches}+ fine-tune batches"
+        steps.append(f"tournament of {t.finalists} policies ({each} each{refined})")
     if finalize_run and cfg.finetune is not None and cfg.finetune.epochs > 0 and policy:
         steps.append(f"behaviour cloning {cfg.finetune.epochs} epochs on {len(bundle.observations)} observations "
                      f"(+{cfg.env.task.dagger_rounds} DAgger rounds), then {cfg.env.task.test_episodes} test episodes")

@@ -251,6 +251,13 @@ def test_the_tournament_can_judge_after_the_final_fine_tune_itself(tmp_path) -> 
     expected = env.evaluator.scorer.return_score(model.eval()).value
     assert judge(schedule, 10) == expected == judge(schedule, 20)  # batches do not matter; cloned once
     assert len(judge._full_scores) == 1
+    from dataclasses import replace
+
+    from autocompress.config import TournamentConfig
+    from autocompress.pipeline import plan
+
+    assert "tournament of 8 policies (the final fine-tune each)" in plan(
+        replace(loaded, tournament=TournamentConfig()), bundle, False)
     with pytest.raises(TrainError, match="tournament_clone: full needs a finetune"):
         PolicyJudge(env, bundle, lr=0.01, seed=0)
 
