@@ -115,10 +115,19 @@ def short_clone(model: nn.Module, teacher: nn.Module, bundle: PolicyBundle, batc
     return model.eval()
 
 
+def final_clone(env: Any, bundle: PolicyBundle, schedule: Mapping[str, float], cfg: TrainConfig,
+                seed: int) -> nn.Module:
+    """The network pruned to `schedule` as episodes see it, behaviour-cloned with the final recipe `cfg` (DAgger
+    rounds included) under `seed`, in eval mode: what the report tests when `seed` is the search's."""
+    model = env.evaluator.compress(schedule)
+    behaviour_clone(model, env.model, bundle.observations, cfg, bundle.task, bundle.spec, seed=seed)
+    return model.eval()
+
+
 class PolicyJudge:
-    """The tournament's judge for policies: a short behaviour-cloning fine-tune, then the evaluator's score
-    (task.tournament_measure: the normalised return on the search's episodes, or the imitation fit on held-out
-    states; never the report's episodes)."""
+    """The tournament's judge for policies: a behaviour-cloning fine-tune (short, or the final one with
+    task.tournament_clone full), then the evaluator's score (task.tournament_measure: the normalised return on the
+    search's episodes, or the imitation fit on held-out states; never the report's episodes)."""
 
     def __init__(self, env: Any, bundle: PolicyBundle, lr: float, seed: int,
                  final: TrainConfig | None = None, final_seed: int = 0) -> None:
@@ -155,9 +164,7 @@ class PolicyJudge:
         once and a later round reuses its score)."""
         key = tuple(sorted(schedule.items()))
         if key not in self._full_scores:
-            model = self.env.evaluator.compress(schedule)
             assert self.final is not None  # checked in __init__
-            behaviour_clone(model, self.env.model, self.bundle.observations, self.final, self.bundle.task,
-                            self.bundle.spec, seed=self.final_seed)
-            self._full_scores[key] = self._score(model.eval())
+            self._full_scores[key] = self._score(final_clone(self.env, self.bundle, schedule, self.final,
+                                                             self.final_seed))
         return self._full_scores[key]

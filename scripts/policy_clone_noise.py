@@ -31,7 +31,7 @@ from autocompress.config import ConfigError, load_config
 from autocompress.envs.factory import build_env_and_data
 from autocompress.measure.scorers import mean_std as episode_mean_std
 from autocompress.pruning import Schedule
-from autocompress.rl_finetune import behaviour_clone
+from autocompress.rl_finetune import final_clone
 
 METHODS = ("search", "uniform")
 """bench_rl_policy.py's method folders inside a task folder."""
@@ -57,10 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def clone_and_score(env: Any, bundle: Any, cfg: Any, ratios: dict[str, float], seed: int,
                     episodes: int) -> dict[str, Any]:
     """The pipeline's fine-tune of one pruned network under cloning seed `seed`, then its test return."""
-    model = env.evaluator.compress(ratios)
     start = time.perf_counter()
-    behaviour_clone(model, env.model, bundle.observations, cfg.finetune, bundle.task, bundle.spec, seed=seed)
-    model.eval()
+    model = final_clone(env, bundle, ratios, cfg.finetune, seed)
     mean, std = episode_mean_std(env.evaluator.scorer.returns(model, bundle.task.test_seed, episodes))
     return {"return_mean": mean, "return_std": std, "ft_s": time.perf_counter() - start}
 

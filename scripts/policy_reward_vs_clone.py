@@ -37,7 +37,7 @@ from scipy.stats import kendalltau
 from autocompress.config import ConfigError, load_config
 from autocompress.envs.factory import build_env_and_data
 from autocompress.measure.scorers import mean_std
-from autocompress.rl_finetune import behaviour_clone, short_clone
+from autocompress.rl_finetune import final_clone, short_clone
 from autocompress.search import uniform_action
 
 
@@ -58,11 +58,9 @@ def measure(env: Any, bundle: Any, cfg: Any, ratios: dict[str, float], args: arg
             model = short_clone(model, env.model, bundle, n, task.reward_clone_lr, task.seed)
         rec[f"fit_{n}"] = scorer.score_as_is(model).value
         rec[f"return_{n}"] = scorer.normalise(mean_std(scorer.returns(model))[0])
-    model = env.evaluator.compress(ratios)
     start = time.perf_counter()
-    behaviour_clone(model, env.model, bundle.observations, cfg.finetune, task, bundle.spec, seed=cfg.search.seed)
+    model = final_clone(env, bundle, ratios, cfg.finetune, cfg.search.seed)
     rec["ft_s"] = time.perf_counter() - start
-    model.eval()
     rec["ft_fit"] = scorer.score_as_is(model).value
     rec["ft_test_return"], rec["ft_test_return_std"] = mean_std(
         scorer.returns(model, task.test_seed, args.test_episodes))
