@@ -43,7 +43,7 @@ from autocompress.search import (
     latency_target,
     lock_run_folder,
 )
-from autocompress.tournament import run_tournament
+from autocompress.tournament import ClassificationJudge, Judge, run_tournament
 from autocompress.train import train
 
 INT8_RECIPE = "fp32 fine-tune, then post-training static INT8 calibration"
@@ -143,10 +143,13 @@ def choose_by_tournament(cfg: ExperimentConfig, env: NetCompressEnv, bundle: Dat
     """The search's leaders, short-fine-tuned and scored on val; the winner becomes the best schedule. A policy's
     short fine-tune is behaviour cloning, scored on the search's episodes."""
     assert cfg.tournament is not None
-    _say(progress, f"tournament: the {cfg.tournament.finalists} leading policies, short fine-tunes scored on val")
-    judge = None
+    judge: Judge
     if isinstance(bundle, PolicyBundle):
         judge = PolicyJudge(env, bundle, cfg.tournament.lr, cfg.tournament.seed, cfg.finetune, cfg.search.seed)
+    else:
+        judge = ClassificationJudge(cfg.tournament, env, bundle)
+    _say(progress, f"tournament: the {cfg.tournament.finalists} leading policies, each judged by {judge.label} "
+                   f"after {judge.effort(cfg.tournament.ft_batches)}")
     eligible = episodes_meeting_target(result.run_dir, latency_target(cfg))
     if eligible is not None:
         _say(progress, f"tournament: only among the {len(eligible)} re-timed policies that met the "

@@ -155,6 +155,9 @@ class PolicyJudge:
         short_clone(model, self.env.model, self.bundle, total, self.lr, self.seed)
         return self._score(model)
 
+    def effort(self, batches: int) -> str:
+        return "the final fine-tune" if self.bundle.task.tournament_clone == "full" else f"{batches} batches"
+
     def _score(self, model: nn.Module) -> float:
         scorer = self.env.evaluator.scorer  # cloned by the caller, not again by the scorer
         return float((scorer.return_score(model) if self.by_return else scorer.score_as_is(model)).value)

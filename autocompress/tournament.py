@@ -69,6 +69,10 @@ class Judge(Protocol):
     def __call__(self, schedule: Mapping[str, float], batches: int,
                  precision: Mapping[str, str] | None = None) -> float: ...
 
+    def effort(self, batches: int) -> str:
+        """What one judgement fine-tunes, in words, for the progress lines."""
+        ...
+
 
 class ClassificationJudge:
     """Val top-1 after a short fine-tune, of the network as it would be deployed (INT8 layers quantized
@@ -87,6 +91,9 @@ class ClassificationJudge:
         short_finetune(model, self.bundle, batches, self.cfg.lr, teacher, self.cfg.seed)
         model = self.env.evaluator.deployable(model, precision)
         return float(evaluate_tensors(model, self.val[0], self.val[1], batch_size=self.env.cfg.eval_batch_size).top1)
+
+    def effort(self, batches: int) -> str:
+        return f"{batches} batches"
 
 
 def run_tournament(cfg: TournamentConfig, env: Any, bundle: Any, run_dir: Path, progress: bool = True,
@@ -115,7 +122,7 @@ def run_tournament(cfg: TournamentConfig, env: Any, bundle: Any, run_dir: Path, 
         for i, rec in enumerate(alive):
             scores.append(judge(rec["schedule"], batches, rec.get("precision")))
             if progress:
-                print(f"tournament: {len(alive)} left, {batches} batches, policy {i + 1}/{len(alive)} (episode "
+                print(f"tournament: {len(alive)} left, {judge.effort(batches)}, policy {i + 1}/{len(alive)} (episode "
                       f"{rec['episode']}, reward {rec['reward']:.4f}): {judge.label} {scores[-1]:.2f}%", file=sys.stderr)
         rounds.append({"ft_batches": batches, "episodes": [r["episode"] for r in alive],
                        "rewards": [r["reward"] for r in alive], "val_top1": scores})

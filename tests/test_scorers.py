@@ -251,6 +251,7 @@ def test_the_tournament_can_judge_after_the_final_fine_tune_itself(tmp_path) -> 
     expected = env.evaluator.scorer.return_score(model.eval()).value
     assert judge(schedule, 10) == expected == judge(schedule, 20)  # batches do not matter; cloned once
     assert len(judge._full_scores) == 1
+    assert judge.effort(50) == "the final fine-tune"  # the progress lines say what the judge really does
     from dataclasses import replace
 
     from autocompress.config import TournamentConfig
