@@ -74,6 +74,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--agent", default=None, help="search agent (default: the config's)")
     p.add_argument("--search-episodes", type=int, default=None, help="default: the config's")
     p.add_argument("--test-episodes", type=int, default=None, help="report episodes (default: the config's)")
+    p.add_argument("--task-episodes", type=int, default=None, metavar="N",
+                   help="the search's seeded task episodes (env.task.episodes), which a return reward and "
+                        "--tournament-measure return score on (default: the config's)")
     p.add_argument("--bc-observations", type=int, default=None, help="default: the config's")
     p.add_argument("--ft-epochs", type=int, default=None, help="behaviour-cloning epochs (default: the config's)")
     p.add_argument("--budget", type=float, default=None, help="MACs budget (default: the config's)")
@@ -106,6 +109,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for flag, value, low in (("--reward-clone-batches", args.reward_clone_batches, 0),
                              ("--reward-observations", args.reward_observations, 1), ("--refine", args.refine, 1),
                              ("--tournament-batches", args.tournament_batches, 1),
+                             ("--task-episodes", args.task_episodes, 1),
                              ("--finalists", args.finalists, 1)):
         if value is not None and value < low:
             p.error(f"{flag} {value}: give a whole number >= {low}.")
@@ -157,6 +161,8 @@ def method_config(base: ExperimentConfig, args: argparse.Namespace, policy: dict
     task = replace(task, action=action_kind(task))
     if args.test_episodes is not None:
         task = replace(task, test_episodes=args.test_episodes)
+    if args.task_episodes is not None:
+        task = replace(task, episodes=args.task_episodes)
     if args.bc_observations is not None:
         task = replace(task, bc_observations=args.bc_observations)
     if args.reward_clone_batches is not None:
@@ -221,6 +227,7 @@ def method_cell(base: ExperimentConfig, args: argparse.Namespace, policy: dict[s
                         "refine": cfg.tournament.refine.finalists if cfg.tournament and cfg.tournament.refine else 0,
                         "tournament_batches": cfg.tournament.ft_batches if cfg.tournament else 0,
                         "tournament_measure": cfg.env.task.tournament_measure,
+                        "task_episodes": cfg.env.task.episodes,
                         "budget": {"kind": cfg.env.budget_kind, "fraction": cfg.env.budget},
                         "best": summary.get("best"), "baseline": summary["baseline"], "pruned": summary["pruned"],
                         "finetune": {**summary["finetune"], "epochs": cfg.finetune.epochs if cfg.finetune else 0},
