@@ -31,7 +31,7 @@ from autocompress.measure.scorers import EpisodicReturnScorer, mean_std
 from autocompress.measure.size import compressed_bytes
 from autocompress.pruning import Schedule
 from autocompress.pruning.sparsity import nonzero_params, remove_masks
-from autocompress.rl_finetune import PolicyJudge, behaviour_clone
+from autocompress.rl_finetune import PolicyJudge, final_clone
 from autocompress.search import (
     BEST_SCHEDULE,
     CHECKPOINT,
@@ -116,8 +116,11 @@ def plan(cfg: ExperimentConfig, bundle: DataBundle | PolicyBundle, finalize_run:
         each = "the final fine-tune" if full else f"{t.ft_batches}+ fine-tune batches"
         steps.append(f"tournament of {t.finalists} policies ({each} each{refined})")
     if finalize_run and cfg.finetune is not None and cfg.finetune.epochs > 0 and policy:
+        best_of = (f", best of {cfg.env.task.clone_restarts} clones on the search's episodes"
+                   if cfg.env.task.clone_restarts > 1 else "")
         steps.append(f"behaviour cloning {cfg.finetune.epochs} epochs on {len(bundle.observations)} observations "
-                     f"(+{cfg.env.task.dagger_rounds} DAgger rounds), then {cfg.env.task.test_episodes} test episodes")
+                     f"(+{cfg.env.task.dagger_rounds} DAgger rounds{best_of}), then {cfg.env.task.test_episodes} "
+                     "test episodes")
     elif finalize_run and cfg.finetune is not None and cfg.finetune.epochs > 0:
         per_epoch = -(-len(bundle.train) // cfg.data.batch_size)
         if cfg.finetune.max_batches:
@@ -247,10 +250,15 @@ def finalize_policy(cfg: ExperimentConfig, env: NetCompressEnv, bundle: PolicyBu
 
     before = test(pruned)
     history: list[dict[str, Any]] = []
+    restarts: dict[str, Any] = {}
     if cfg.finetune is not None and cfg.finetune.epochs > 0:
-        _say(progress, f"behaviour cloning the pruned policy from the unpruned one for {cfg.finetune.epochs} epoch(s)")
-        history = behaviour_clone(pruned, env.model, bundle.observations, cfg.finetune, task, bundle.spec,
-                                  progress=progress, seed=cfg.search.seed)
+        _say(progress, f"behaviour cloning the pruned policy from the unpruned one for {cfg.finetune.epochs} epoch(s)"
+                       + (f", best of {task.clone_restarts} clones" if task.clone_restarts > 1 else ""))
+        clone = final_clone(env, bundle, schedule.prune_ratios(), cfg.finetune, cfg.search.seed, progress)
+        pruned, history = clone.model, clone.history
+        if clone.restart_returns:
+            restarts = {"returns": clone.restart_returns, "kept_seed": clone.seed,
+                        "scored_on_episodes": task.episodes}
     pruned.eval()
     (base_mean, base_std), (mean, std) = test(env.model), test(pruned)
     example = env.data.val_images[:1]
@@ -264,7 +272,8 @@ def finalize_policy(cfg: ExperimentConfig, env: NetCompressEnv, bundle: PolicyBu
         "pruned": {"return_mean_before_finetune": before[0], "return_std_before_finetune": before[1],
                    "return_mean": mean, "return_std": std, "macs": macs, "params": params,
                    "latency_ms": latency.latency_ms, "speedup": latency.speedup, "speedup_spread": latency.spread},
-        "finetune": {"method": "behaviour cloning" + (" + DAgger" if task.dagger_rounds else ""), "history": history},
+        "finetune": {"method": "behaviour cloning" + (" + DAgger" if task.dagger_rounds else ""), "history": history,
+                     **({"restarts": restarts} if restarts else {})},
         "latency": {"runtime": cfg.env.latency.runtime, "threads": cfg.env.latency.threads,
                     "batch_size": cfg.env.latency.batch_size, "device": cfg.env.latency.device},
         "artefacts": _save_artefacts(cfg, run_dir, pruned, schedule, bundle, example),

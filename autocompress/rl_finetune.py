@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -115,13 +115,49 @@ def short_clone(model: nn.Module, teacher: nn.Module, bundle: PolicyBundle, batc
     return model.eval()
 
 
+RESTART_SEED_STRIDE = 1_000
+"""Restart k of the final fine-tune clones under seed + k * this (inside one clone, DAgger round r takes seed + r)."""
+
+
+@dataclass
+class FinalClone:
+    """The kept clone of the final fine-tune, with its history and, when it had restarts, every restart's
+    normalised return on the search's episodes (what chose it)."""
+
+    model: nn.Module
+    history: list[dict[str, Any]]
+    seed: int
+    restart_returns: list[float] = field(default_factory=list)
+
+    @property
+    def best_return(self) -> float | None:
+        return max(self.restart_returns) if self.restart_returns else None
+
+
 def final_clone(env: Any, bundle: PolicyBundle, schedule: Mapping[str, float], cfg: TrainConfig,
-                seed: int) -> nn.Module:
+                seed: int, progress: bool = False) -> FinalClone:
     """The network pruned to `schedule` as episodes see it, behaviour-cloned with the final recipe `cfg` (DAgger
-    rounds included) under `seed`, in eval mode: what the report tests when `seed` is the search's."""
-    model = env.evaluator.compress(schedule)
-    behaviour_clone(model, env.model, bundle.observations, cfg, bundle.task, bundle.spec, seed=seed)
-    return model.eval()
+    rounds included) under `seed`, in eval mode: what the report tests when `seed` is the search's. With
+    task.clone_restarts K > 1, K clones (seeds a stride apart) and the one with the best return on the search's
+    episodes is kept; the report's test episodes are never looked at."""
+    restarts, kept = bundle.task.clone_restarts, None
+    for k in range(restarts):
+        model = env.evaluator.compress(schedule)
+        clone_seed = seed + k * RESTART_SEED_STRIDE
+        history = behaviour_clone(model, env.model, bundle.observations, cfg, bundle.task, bundle.spec,
+                                  progress=progress, seed=clone_seed)
+        model.eval()
+        if restarts == 1:
+            return FinalClone(model, history, clone_seed)
+        score = float(env.evaluator.scorer.return_score(model).value)
+        if progress:
+            print(f"behaviour cloning restart {k + 1}/{restarts} (seed {clone_seed}): normalised return {score:.2f}% "
+                  "on the search's episodes", file=sys.stderr)
+        if kept is None or score > max(kept.restart_returns):
+            kept = FinalClone(model, history, clone_seed, kept.restart_returns if kept else [])
+        kept.restart_returns.append(score)
+    assert kept is not None
+    return kept
 
 
 class PolicyJudge:
@@ -168,6 +204,7 @@ class PolicyJudge:
         key = tuple(sorted(schedule.items()))
         if key not in self._full_scores:
             assert self.final is not None  # checked in __init__
-            self._full_scores[key] = self._score(final_clone(self.env, self.bundle, schedule, self.final,
-                                                             self.final_seed))
+            clone = final_clone(self.env, self.bundle, schedule, self.final, self.final_seed)
+            known = clone.best_return if self.by_return else None  # restarts were chosen by this very score
+            self._full_scores[key] = self._score(clone.model) if known is None else known
         return self._full_scores[key]

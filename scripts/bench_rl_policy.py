@@ -26,6 +26,9 @@ rerun; an unfinished search resumes from its checkpoint.
     python scripts/bench_rl_policy.py ... --refine 2        # the 2 best finalists first spend unused MACs
     python scripts/bench_rl_policy.py ... --tournament-batches 1600 --tournament-measure return
                                                             # finalists judged by their return after long clones
+    python scripts/bench_rl_policy.py ... --tournament-clone full --task-episodes 100 --clone-restarts 3
+                                                            # ... after the final fine-tune itself, on 100 search
+                                                            # episodes, keeping the best of 3 clones
 """
 
 from __future__ import annotations
@@ -102,6 +105,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--finalists", type=int, default=None, metavar="K",
                    help="distinct leading policies the tournament clones and judges (tournament.finalists; "
                         "default: the config's)")
+    p.add_argument("--clone-restarts", type=int, default=None, metavar="K",
+                   help="the final fine-tune (and the full-clone tournament) clones K times and keeps the clone with "
+                        "the best return on the search's episodes (env.task.clone_restarts; default: the config's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", default=str(REPO / "runs/rl_policy"), help="agents, runs and finished rows")
     p.add_argument("--out", default=str(REPO / "docs/benchmarks/rl_policy.json"))
@@ -110,6 +116,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              ("--reward-observations", args.reward_observations, 1), ("--refine", args.refine, 1),
                              ("--tournament-batches", args.tournament_batches, 1),
                              ("--task-episodes", args.task_episodes, 1),
+                             ("--clone-restarts", args.clone_restarts, 1),
                              ("--finalists", args.finalists, 1)):
         if value is not None and value < low:
             p.error(f"{flag} {value}: give a whole number >= {low}.")
@@ -163,6 +170,8 @@ def method_config(base: ExperimentConfig, args: argparse.Namespace, policy: dict
         task = replace(task, test_episodes=args.test_episodes)
     if args.task_episodes is not None:
         task = replace(task, episodes=args.task_episodes)
+    if args.clone_restarts is not None:
+        task = replace(task, clone_restarts=args.clone_restarts)
     if args.bc_observations is not None:
         task = replace(task, bc_observations=args.bc_observations)
     if args.reward_clone_batches is not None:
@@ -227,7 +236,7 @@ def method_cell(base: ExperimentConfig, args: argparse.Namespace, policy: dict[s
                         "refine": cfg.tournament.refine.finalists if cfg.tournament and cfg.tournament.refine else 0,
                         "tournament_batches": cfg.tournament.ft_batches if cfg.tournament else 0,
                         "tournament_measure": cfg.env.task.tournament_measure,
-                        "task_episodes": cfg.env.task.episodes,
+                        "task_episodes": cfg.env.task.episodes, "clone_restarts": cfg.env.task.clone_restarts,
                         "budget": {"kind": cfg.env.budget_kind, "fraction": cfg.env.budget},
                         "best": summary.get("best"), "baseline": summary["baseline"], "pruned": summary["pruned"],
                         "finetune": {**summary["finetune"], "epochs": cfg.finetune.epochs if cfg.finetune else 0},

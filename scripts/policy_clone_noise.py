@@ -58,7 +58,7 @@ def clone_and_score(env: Any, bundle: Any, cfg: Any, ratios: dict[str, float], s
                     episodes: int) -> dict[str, Any]:
     """The pipeline's fine-tune of one pruned network under cloning seed `seed`, then its test return."""
     start = time.perf_counter()
-    model = final_clone(env, bundle, ratios, cfg.finetune, seed)
+    model = final_clone(env, bundle, ratios, cfg.finetune, seed).model
     mean, std = episode_mean_std(env.evaluator.scorer.returns(model, bundle.task.test_seed, episodes))
     return {"return_mean": mean, "return_std": std, "ft_s": time.perf_counter() - start}
 

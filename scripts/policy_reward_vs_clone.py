@@ -59,7 +59,7 @@ def measure(env: Any, bundle: Any, cfg: Any, ratios: dict[str, float], args: arg
         rec[f"fit_{n}"] = scorer.score_as_is(model).value
         rec[f"return_{n}"] = scorer.normalise(mean_std(scorer.returns(model))[0])
     start = time.perf_counter()
-    model = final_clone(env, bundle, ratios, cfg.finetune, cfg.search.seed)
+    model = final_clone(env, bundle, ratios, cfg.finetune, cfg.search.seed).model
     rec["ft_s"] = time.perf_counter() - start
     rec["ft_fit"] = scorer.score_as_is(model).value
     rec["ft_test_return"], rec["ft_test_return_std"] = mean_std(

@@ -263,6 +263,29 @@ def test_the_tournament_can_judge_after_the_final_fine_tune_itself(tmp_path) -> 
         PolicyJudge(env, bundle, lr=0.01, seed=0)
 
 
+def test_clone_restarts_keep_the_clone_that_returns_most_on_the_search_episodes(tmp_path) -> None:
+    """task.clone_restarts K: K clones a seed stride apart, each exactly the single clone under its seed, and the
+    one with the best normalised return on the search's episodes is kept (the test episodes are not looked at)."""
+    from dataclasses import replace
+
+    from autocompress.rl_finetune import RESTART_SEED_STRIDE, final_clone
+
+    cfg = policy_config(tmp_path)
+    torch.save(hand_made_policy(noise=0.3).state_dict(), cfg["model"]["weights"])
+    cfg["env"]["task"].update(clone_restarts=3, bc_observations=300)
+    loaded = load_config(cfg)
+    env, bundle = build_env_and_data(loaded, progress=False)
+    recipe, schedule = TrainConfig(epochs=1, lr=0.003, weight_decay=0.0), {"0": 0.9, "2": 0.9}
+    clone = final_clone(env, bundle, schedule, recipe, seed=5)
+    single = replace(bundle, task=replace(bundle.task, clone_restarts=1))
+    each = [env.evaluator.scorer.return_score(final_clone(env, single, schedule, recipe, seed=5 + k * RESTART_SEED_STRIDE)
+                                              .model).value for k in range(3)]
+    assert clone.restart_returns == each and len(set(each)) > 1  # the seeds give different clones here
+    assert clone.seed == 5 + each.index(max(each)) * RESTART_SEED_STRIDE
+    assert clone.best_return == max(each) == env.evaluator.scorer.return_score(clone.model).value
+    assert final_clone(env, single, schedule, recipe, seed=5).restart_returns == []  # one clone: nothing to choose
+
+
 def test_continuous_actions_are_clipped_and_cloned_with_mse() -> None:
     task = RLTaskConfig(env_id="Pendulum-v1", action="continuous", episodes=2, max_steps=50, bc_batch_size=64)
     spec = task_spec(task)
@@ -286,7 +309,10 @@ def test_a_policy_is_searched_fine_tuned_and_saved_end_to_end(tmp_path) -> None:
     cfg = policy_config(tmp_path)
     cfg.update(finetune={"epochs": 1, "lr": 0.003, "weight_decay": 0.0},
                tournament={"finalists": 2, "ft_batches": 2})
+    cfg["env"]["task"]["clone_restarts"] = 2
     summary = run_experiment(load_config(cfg), progress=False)
+    restarts = summary["finetune"]["restarts"]
+    assert len(restarts["returns"]) == 2 and restarts["scored_on_episodes"] == 5 and restarts["kept_seed"] in (0, 1000)
     assert summary["baseline"]["return_mean"] == 500.0 and summary["pruned"]["macs"] <= 0.5 * summary["baseline"]["macs"]
     assert summary["task"]["test_episodes"] == 3 and summary["pruned"]["speedup"] > 0
     assert {"return_mean", "return_mean_before_finetune"} <= set(summary["pruned"])
@@ -323,6 +349,7 @@ def test_scorer_names_match_the_config_and_unknown_ones_list_the_choices() -> No
     ({"scorer": "episodic_return", "task": {"tournament_measure": "fit"}}, "'fit' is not one of 'reward', 'return'"),
     ({"scorer": "episodic_return", "task": {"tournament_clone": "full"}},
      "env.task.tournament_clone: full judges finalists after the finetune: section"),
+    ({"scorer": "episodic_return", "task": {"clone_restarts": 0}}, r"env.task.clone_restarts: 0 must be in \[1, 100\]"),
     ({"scorer": "episodic_return", "task": {"imitation_observations": 0}},
      r"env.task.imitation_observations: 0 must be in \[1, 10000000\]"),
     ({"scorer": "episodic_return", "task": {}, "eval_runtime": "onnxruntime"}, "eval_runtime: a policy plays"),
