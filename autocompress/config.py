@@ -432,6 +432,9 @@ class TournamentConfig:
     """Seed of the fine-tunes' augmentation (the same for every finalist; the loader seeds its own order)."""
     refine: RefineConfig | None = None
     """Give back the budget slack of the best finalists before judging them (omit to judge them as found)."""
+    include_uniform: bool = False
+    """Let the uniform allocation at the same budget enter as one more finalist (episode -1), so that the search
+    never returns a network its own judge rates below the simple rule's; it wins ties."""
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ from autocompress.search import (
     episodes_meeting_target,
     latency_target,
     lock_run_folder,
+    uniform_entrant,
 )
 from autocompress.tournament import ClassificationJudge, Judge, run_tournament
 from autocompress.train import train
@@ -157,8 +158,12 @@ def choose_by_tournament(cfg: ExperimentConfig, env: NetCompressEnv, bundle: Dat
     if eligible is not None:
         _say(progress, f"tournament: only among the {len(eligible)} re-timed policies that met the "
                        f"{latency_target(cfg):.2f}x target")
-    outcome = run_tournament(cfg.tournament, env, bundle, result.run_dir, progress, judge=judge, eligible=eligible)
+    extra = [uniform_entrant(env)] if cfg.tournament.include_uniform else []
+    outcome = run_tournament(cfg.tournament, env, bundle, result.run_dir, progress, judge=judge, eligible=eligible,
+                             extra=extra)
     winner = outcome["winner"]
+    if winner.get("uniform"):
+        _say(progress, "tournament: the uniform allocation won; the search found nothing its judge rates higher")
     _, info = env.evaluator.evaluate(winner["schedule"], precision=winner.get("precision"))
     best = {**{k: v for k, v in info.items() if k not in ("group", "prune_ratio", "cached")},
             "episode": winner["episode"], "reward": winner["reward"]}
@@ -166,6 +171,8 @@ def choose_by_tournament(cfg: ExperimentConfig, env: NetCompressEnv, bundle: Dat
         best["tournament_val_top1"] = outcome["winner_val_top1"]
     if winner.get("refine"):
         best["refine"] = winner["refine"]
+    if winner.get("uniform"):
+        best["uniform"] = True
     best_schedule(env, cfg, best).save(result.run_dir / BEST_SCHEDULE)
     return replace(result, best=best)
 
@@ -377,7 +384,7 @@ def summary_table(summary: dict[str, Any]) -> str:
 
 def _plain_best(result: SearchResult) -> dict[str, Any]:
     keep = ("episode", "reward", "top1", "latency_ms", "speedup", "macs_ratio", "params_ratio", "schedule")
-    extra = ("compressed_bytes", "size_ratio", "nonzero_ratio", "refine")  # zeroed weights only; refined winners
+    extra = ("compressed_bytes", "size_ratio", "nonzero_ratio", "refine", "uniform")  # zeroed weights; refined or uniform winners
     return {**{k: result.best.get(k) for k in keep}, **{k: result.best[k] for k in extra if k in result.best}}
 
 

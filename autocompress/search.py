@@ -90,6 +90,15 @@ def uniform_action(env: NetCompressEnv) -> float:
     return float(np.float32(hi))
 
 
+def uniform_entrant(env: NetCompressEnv) -> dict[str, Any]:
+    """The uniform allocation at the env's budget as a tournament entrant: a history-like record with episode -1
+    (tournament.include_uniform)."""
+    ratio = env.prune_ratio_of(float(np.float32(uniform_action(env))))
+    schedule = dict.fromkeys(env.group_names, ratio)
+    outcome, _ = env.evaluator.evaluate(schedule)
+    return {"episode": -1, "reward": float(env.evaluator.reward_fn(outcome)), "schedule": schedule, "uniform": True}
+
+
 def uniform_ratios_at_speedup(
     env: NetCompressEnv, meter: LatencyMeter, speedup: float, steps: int = 7
 ) -> tuple[dict[str, float], float]:

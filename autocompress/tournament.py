@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Collection, Hashable, Mapping
+from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -97,15 +97,18 @@ class ClassificationJudge:
 
 
 def run_tournament(cfg: TournamentConfig, env: Any, bundle: Any, run_dir: Path, progress: bool = True,
-                   judge: Judge | None = None, eligible: Collection[int] | None = None) -> dict[str, Any]:
+                   judge: Judge | None = None, eligible: Collection[int] | None = None,
+                   extra: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
     """Successive halving over the search's leaders; the winner's history record and every round's scores.
     `judge` scores each finalist (default: val top-1 after a short distilled fine-tune on `bundle`);
-    `eligible` (episodes), when given, is where the finalists come from: e.g. those that met a latency target."""
+    `eligible` (episodes), when given, is where the finalists come from: e.g. those that met a latency target;
+    `extra` records (e.g. the uniform allocation) enter beside the leaders unless one of them is the same network."""
     path = Path(run_dir) / TOURNAMENT
     if path.is_file():
         done = json.loads(path.read_text())
-        settings = asdict(cfg)
-        if {k: done.get("config", {}).get(k) for k in settings} == settings:
+        settings, defaults = asdict(cfg), asdict(TournamentConfig())
+        stored = done.get("config", {})  # settings added since it ran count as their defaults
+        if {k: stored.get(k, defaults[k]) for k in settings} == settings:
             return done
         if progress:
             print(f"tournament: {path} was run with other tournament settings; running it again", file=sys.stderr)
@@ -115,6 +118,8 @@ def run_tournament(cfg: TournamentConfig, env: Any, bundle: Any, run_dir: Path, 
     alive = leaders(records, env.evaluator.network_key, cfg.finalists)
     if cfg.refine is not None:
         alive = refine_entrants(alive, env, cfg.refine, Path(run_dir), progress)
+    seen = {env.evaluator.network_key(r["schedule"], r.get("precision")) for r in alive}
+    alive += [r for r in extra if env.evaluator.network_key(r["schedule"], r.get("precision")) not in seen]
     judge = ClassificationJudge(cfg, env, bundle) if judge is None else judge
     rounds, batches, scores = [], cfg.ft_batches, [float("nan")]
     while len(alive) > 1:

@@ -108,6 +108,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--clone-restarts", type=int, default=None, metavar="K",
                    help="the final fine-tune (and the full-clone tournament) clones K times and keeps the clone with "
                         "the best return on the search's episodes (env.task.clone_restarts; default: the config's)")
+    p.add_argument("--tournament-uniform", action="store_true",
+                   help="the uniform allocation enters the tournament as one more finalist, so the search never "
+                        "returns a policy its judge rates below uniform (tournament.include_uniform)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", default=str(REPO / "runs/rl_policy"), help="agents, runs and finished rows")
     p.add_argument("--out", default=str(REPO / "docs/benchmarks/rl_policy.json"))
@@ -197,6 +200,8 @@ def method_config(base: ExperimentConfig, args: argparse.Namespace, policy: dict
         tournament = replace(tournament, ft_batches=args.tournament_batches)
     if args.finalists is not None and tournament is not None:
         tournament = replace(tournament, finalists=args.finalists)
+    if args.tournament_uniform and tournament is not None:
+        tournament = replace(tournament, include_uniform=True)
     return replace(base, name=f"{policy['env_id']}-{policy['algo']}-{method}",
                    model=replace(base.model, name=policy["zoo_model"], weights=policy["weights"]),
                    env=env, search=search, ddpg=ddpg, dqn=dqn, finetune=finetune, tournament=tournament)
@@ -237,6 +242,7 @@ def method_cell(base: ExperimentConfig, args: argparse.Namespace, policy: dict[s
                         "tournament_batches": cfg.tournament.ft_batches if cfg.tournament else 0,
                         "tournament_measure": cfg.env.task.tournament_measure,
                         "task_episodes": cfg.env.task.episodes, "clone_restarts": cfg.env.task.clone_restarts,
+                        "tournament_uniform": bool(cfg.tournament and cfg.tournament.include_uniform),
                         "budget": {"kind": cfg.env.budget_kind, "fraction": cfg.env.budget},
                         "best": summary.get("best"), "baseline": summary["baseline"], "pruned": summary["pruned"],
                         "finetune": {**summary["finetune"], "epochs": cfg.finetune.epochs if cfg.finetune else 0},

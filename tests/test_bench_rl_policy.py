@@ -30,8 +30,9 @@ def test_search_flags_reach_the_search_s_config(tmp_path) -> None:
     cfg = _config(tmp_path, "search", "--reward-measure", "imitation", "--reward-clone-batches", "400",
                   "--refine", "2", "--tournament-batches", "300", "--budget", "0.1", "--tournament-measure", "return",
                   "--finalists", "8", "--tournament-clone", "full", "--task-episodes", "100",
-                  "--clone-restarts", "3")
+                  "--clone-restarts", "3", "--tournament-uniform")
     task = cfg.env.task
+    assert cfg.tournament.include_uniform and not _config(tmp_path, "search").tournament.include_uniform
     assert (task.episodes, task.clone_restarts) == (100, 3)
     assert (task.tournament_measure, task.tournament_clone) == ("return", "full")
     assert (task.reward_measure, task.reward_clone_batches, cfg.env.budget) == ("imitation", 400, 0.1)

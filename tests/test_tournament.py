@@ -118,3 +118,24 @@ def test_episodes_meeting_target_reads_the_retimed_leaders(tmp_path) -> None:
     assert episodes_meeting_target(tmp_path, 2.0) == {226, 170}
     assert episodes_meeting_target(tmp_path, None) is None  # no latency budget: nothing narrows the choice
     assert episodes_meeting_target(tmp_path, 3.0) is None  # none met it: the tournament takes the reward leaders
+
+
+def test_the_uniform_allocation_can_enter_and_win_the_tournament(tmp_path, monkeypatch) -> None:
+    """tournament.include_uniform: the uniform allocation at the budget is one more finalist (episode -1, the
+    uniform agent's own network), and when the judge rates it highest it becomes the schedule."""
+    cfg = replace(small_config(tmp_path / "run", "random", episodes=6),
+                  tournament=TournamentConfig(finalists=2, ft_batches=1, val_images=30, include_uniform=True))
+    uniform = run_experiment(replace(small_config(tmp_path / "u", "uniform", episodes=1)), progress=False,
+                             finalize_run=False)
+
+    def prefers_uniform(self, schedule, batches, precision=None) -> float:
+        return 100.0 if len(set(schedule.values())) == 1 else 50.0
+
+    monkeypatch.setattr(tournament.ClassificationJudge, "__call__", prefers_uniform)
+    summary = run_experiment(cfg, progress=False, finalize_run=False)
+    result = json.loads((tmp_path / "run" / tournament.TOURNAMENT).read_text())
+    assert result["rounds"][0]["episodes"][-1] == -1 and len(result["rounds"][0]["episodes"]) == 3
+    assert result["winner"]["uniform"] and summary["best"]["uniform"] and summary["best"]["episode"] == -1
+    kept = Schedule.load(tmp_path / "run" / BEST_SCHEDULE).prune_ratios()
+    assert kept == pytest.approx(Schedule.load(tmp_path / "u" / BEST_SCHEDULE).prune_ratios())
+    assert summary["best"]["macs_ratio"] == pytest.approx(uniform["best"]["macs_ratio"])
