@@ -152,7 +152,8 @@ def choose_by_tournament(cfg: ExperimentConfig, env: NetCompressEnv, bundle: Dat
         judge = PolicyJudge(env, bundle, cfg.tournament.lr, cfg.tournament.seed, cfg.finetune, cfg.search.seed)
     else:
         judge = ClassificationJudge(cfg.tournament, env, bundle)
-    _say(progress, f"tournament: the {cfg.tournament.finalists} leading policies, each judged by {judge.label} "
+    plus = " and the uniform allocation" if cfg.tournament.include_uniform else ""
+    _say(progress, f"tournament: the {cfg.tournament.finalists} leading policies{plus}, each judged by {judge.label} "
                    f"after {judge.effort(cfg.tournament.ft_batches)}")
     eligible = episodes_meeting_target(result.run_dir, latency_target(cfg))
     if eligible is not None:
