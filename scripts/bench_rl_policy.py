@@ -90,6 +90,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="teacher observations the reward's cloning learns from (env.val_images; default: the config's)")
     p.add_argument("--reward-measure", choices=("return", "imitation"), default=None,
                    help="what the reward scores a candidate by (env.task.reward_measure; default: the config's)")
+    add_tournament_flags(p)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--work", default=str(REPO / "runs/rl_policy"), help="agents, runs and finished rows")
+    p.add_argument("--out", default=str(REPO / "docs/benchmarks/rl_policy.json"))
+    args = p.parse_args(argv)
+    for flag, value, low in (("--reward-clone-batches", args.reward_clone_batches, 0),
+                             ("--reward-observations", args.reward_observations, 1), ("--refine", args.refine, 1),
+                             ("--tournament-batches", args.tournament_batches, 1),
+                             ("--task-episodes", args.task_episodes, 1),
+                             ("--clone-restarts", args.clone_restarts, 1),
+                             ("--finalists", args.finalists, 1)):
+        if value is not None and value < low:
+            p.error(f"{flag} {value}: give a whole number >= {low}.")
+    if args.tasks is None:
+        args.tasks = ["CartPole-v1:ppo", "Acrobot-v1:dqn"] + ([MUJOCO_TASK] if mujoco_installed() else [])
+    return args
+
+
+def add_tournament_flags(p: argparse.ArgumentParser) -> None:
+    """Flags of how the tournament picks among the search's leaders and how the final fine-tune clones."""
     p.add_argument("--tournament-measure", choices=("reward", "return"), default=None,
                    help="what the tournament judges cloned finalists by (env.task.tournament_measure; default: the "
                         "config's)")
@@ -111,21 +131,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tournament-uniform", action="store_true",
                    help="the uniform allocation enters the tournament as one more finalist, so the search never "
                         "returns a policy its judge rates below uniform (tournament.include_uniform)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--work", default=str(REPO / "runs/rl_policy"), help="agents, runs and finished rows")
-    p.add_argument("--out", default=str(REPO / "docs/benchmarks/rl_policy.json"))
-    args = p.parse_args(argv)
-    for flag, value, low in (("--reward-clone-batches", args.reward_clone_batches, 0),
-                             ("--reward-observations", args.reward_observations, 1), ("--refine", args.refine, 1),
-                             ("--tournament-batches", args.tournament_batches, 1),
-                             ("--task-episodes", args.task_episodes, 1),
-                             ("--clone-restarts", args.clone_restarts, 1),
-                             ("--finalists", args.finalists, 1)):
-        if value is not None and value < low:
-            p.error(f"{flag} {value}: give a whole number >= {low}.")
-    if args.tasks is None:
-        args.tasks = ["CartPole-v1:ppo", "Acrobot-v1:dqn"] + ([MUJOCO_TASK] if mujoco_installed() else [])
-    return args
 
 
 def mujoco_installed() -> bool:
