@@ -140,7 +140,9 @@ def final_clone(env: Any, bundle: PolicyBundle, schedule: Mapping[str, float], c
     rounds included) under `seed`, in eval mode: what the report tests when `seed` is the search's. With
     task.clone_restarts K > 1, K clones (seeds a stride apart) and the one with the best return on the search's
     episodes is kept; the report's test episodes are never looked at."""
-    restarts, kept = bundle.task.clone_restarts, None
+    restarts = bundle.task.clone_restarts
+    kept: FinalClone | None = None
+    scores: list[float] = []  # each restart's normalised return on the search's episodes
     for k in range(restarts):
         model = env.evaluator.compress(schedule)
         clone_seed = seed + k * RESTART_SEED_STRIDE
@@ -153,10 +155,11 @@ def final_clone(env: Any, bundle: PolicyBundle, schedule: Mapping[str, float], c
         if progress:
             print(f"behaviour cloning restart {k + 1}/{restarts} (seed {clone_seed}): normalised return {score:.2f}% "
                   "on the search's episodes", file=sys.stderr)
-        if kept is None or score > max(kept.restart_returns):
-            kept = FinalClone(model, history, clone_seed, kept.restart_returns if kept else [])
-        kept.restart_returns.append(score)
+        if not scores or score > max(scores):
+            kept = FinalClone(model, history, clone_seed)
+        scores.append(score)
     assert kept is not None
+    kept.restart_returns = scores
     return kept
 
 
