@@ -248,7 +248,7 @@ def summarise(rows: list[dict[str, Any]], earlier: dict[str, Any] | None = None)
             m_before, s_before = mean_std([r["top1_before_ft"] for r in sel])
             stats[method] = {"seeds": [r["seed"] for r in sel], "top1_after_ft_mean": m_after,
                              "top1_after_ft_std": s_after, "top1_before_ft_mean": m_before,
-                             "top1_before_ft_std": s_before}
+                             "top1_before_ft_std": s_before, **val_test_gap(sel)}
         out["per_method"][model] = stats
         rl = [m for m in stats if m in RL]
         base = [m for m in stats if m not in RL]
@@ -270,6 +270,16 @@ def summarise(rows: list[dict[str, Any]], earlier: dict[str, Any] | None = None)
                     if test:
                         out["paired_tests"].append(test)
     return out
+
+
+def val_test_gap(sel: list[dict[str, Any]]) -> dict[str, float]:
+    """Mean val top-1 after fine-tuning and its gap to test: a val the base network was trained on shows up as a
+    gap that grows with what a schedule keeps, which a val-scored search is then paid for (BENCHMARKS, "clean val")."""
+    vals = [r.get("val_top1_after_ft") for r in sel]
+    if any(v is None for v in vals):
+        return {}
+    gaps = [v - r["top1_after_ft"] for v, r in zip(vals, sel, strict=True)]
+    return {"val_top1_after_ft_mean": mean_std(vals)[0], "val_minus_test_mean": mean_std(gaps)[0]}
 
 
 def earlier_test(earlier: dict[str, Any] | None, test: dict[str, Any],

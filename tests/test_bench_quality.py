@@ -123,3 +123,13 @@ def test_every_agent_is_paired_with_every_baseline_the_best_first():
     pairs = [(t["a"], t["b"]) for t in summary["paired_tests"]]
     assert pairs == [("ddpg", "random"), ("ddpg", "uniform"), ("dqn", "random"), ("dqn", "uniform")]
     assert all(t["mean_diff_points"] > 0 and t["welch_seeds_p"] is not None for t in summary["paired_tests"])
+
+
+def test_summary_reports_the_val_test_gap_only_when_every_row_has_val():
+    rows = [{"model": "m", "method": "dqn", "seed": s, "top1_before_ft": 60.0, "top1_after_ft": t,
+             "val_top1_after_ft": v} for s, (t, v) in enumerate([(87.0, 90.5), (87.4, 90.5)])]
+    rows += [{"model": "m", "method": "uniform", "seed": 0, "top1_before_ft": 50.0, "top1_after_ft": 86.5}]
+    stats = bench().summarise(rows)["per_method"]["m"]
+    assert stats["dqn"]["val_top1_after_ft_mean"] == 90.5
+    assert abs(stats["dqn"]["val_minus_test_mean"] - 3.3) < 1e-9
+    assert "val_minus_test_mean" not in stats["uniform"]
