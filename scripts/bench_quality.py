@@ -278,8 +278,8 @@ def val_test_gap(sel: list[dict[str, Any]]) -> dict[str, float]:
     vals = [r.get("val_top1_after_ft") for r in sel]
     if any(v is None for v in vals):
         return {}
-    gaps = [v - r["top1_after_ft"] for v, r in zip(vals, sel, strict=True)]
-    return {"val_top1_after_ft_mean": mean_std(vals)[0], "val_minus_test_mean": mean_std(gaps)[0]}
+    val_mean, test_mean = mean_std(vals)[0], mean_std([r["top1_after_ft"] for r in sel])[0]
+    return {"val_top1_after_ft_mean": val_mean, "val_minus_test_mean": val_mean - test_mean}
 
 
 def earlier_test(earlier: dict[str, Any] | None, test: dict[str, Any],
