@@ -279,7 +279,10 @@ def val_test_gap(sel: list[dict[str, Any]]) -> dict[str, float]:
     if any(v is None for v in vals):
         return {}
     val_mean, test_mean = mean_std(vals)[0], mean_std([r["top1_after_ft"] for r in sel])[0]
-    return {"val_top1_after_ft_mean": val_mean, "val_minus_test_mean": val_mean - test_mean}
+    # the spread of the per-seed gaps says whether two methods' gaps differ by more than seed noise
+    gap_std = mean_std([v - r["top1_after_ft"] for v, r in zip(vals, sel, strict=True)])[1]
+    return {"val_top1_after_ft_mean": val_mean, "val_minus_test_mean": val_mean - test_mean,
+            "val_minus_test_std": gap_std}
 
 
 def earlier_test(earlier: dict[str, Any] | None, test: dict[str, Any],

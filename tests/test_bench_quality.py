@@ -132,4 +132,5 @@ def test_summary_reports_the_val_test_gap_only_when_every_row_has_val():
     stats = bench().summarise(rows)["per_method"]["m"]
     assert stats["dqn"]["val_top1_after_ft_mean"] == 90.5
     assert abs(stats["dqn"]["val_minus_test_mean"] - 3.3) < 1e-9
+    assert abs(stats["dqn"]["val_minus_test_std"] - bench().mean_std([3.5, 3.1])[1]) < 1e-9
     assert "val_minus_test_mean" not in stats["uniform"]
