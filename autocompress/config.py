@@ -435,6 +435,11 @@ class TournamentConfig:
     include_uniform: bool = False
     """Let the uniform allocation at the same budget enter as one more finalist (episode -1), so that the search
     never returns a network its own judge rates below the simple rule's; it wins ties."""
+    include_sensitivity: bool = False
+    """Let the sensitivity analysis's allocation at the same budget (the `sensitivity` method's, with
+    search.episodes evaluations for its probes) enter as one more finalist (episode -2): on a base that never saw
+    val it ties the searches after fine-tuning (docs/BENCHMARKS.md), so a user may want the search to weigh it
+    too. Costs that analysis's evaluations (about a quarter of a 300-episode ResNet-20 search)."""
 
 
 @dataclass(frozen=True)
@@ -823,6 +828,9 @@ def _validate_experiment(obj: ExperimentConfig, where: str) -> None:
     full_clone = obj.env.task is not None and obj.env.task.tournament_clone == "full"
     _check(not full_clone or obj.finetune is not None, f"{where}.env.task.tournament_clone",
            "full judges finalists after the finetune: section's recipe; add a finetune: section or use short.")
+    sensitivity = obj.tournament is not None and obj.tournament.include_sensitivity
+    _check(not sensitivity or obj.env.precisions == "fp32", f"{where}.tournament.include_sensitivity",
+           "the sensitivity analysis allocates prune ratios only; with env.precisions fp32+int8 set it to false.")
 
 
 def _validate_quant(obj: QuantConfig, where: str) -> None:

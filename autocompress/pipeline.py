@@ -35,6 +35,7 @@ from autocompress.rl_finetune import PolicyJudge, final_clone
 from autocompress.search import (
     BEST_SCHEDULE,
     CHECKPOINT,
+    ENTRANTS,
     ONE_EPISODE,
     Search,
     SearchResult,
@@ -42,7 +43,7 @@ from autocompress.search import (
     episodes_meeting_target,
     latency_target,
     lock_run_folder,
-    uniform_entrant,
+    tournament_entrants,
 )
 from autocompress.tournament import ClassificationJudge, Judge, run_tournament
 from autocompress.train import train
@@ -152,19 +153,23 @@ def choose_by_tournament(cfg: ExperimentConfig, env: NetCompressEnv, bundle: Dat
         judge = PolicyJudge(env, bundle, cfg.tournament.lr, cfg.tournament.seed, cfg.finetune, cfg.search.seed)
     else:
         judge = ClassificationJudge(cfg.tournament, env, bundle)
-    plus = " and the uniform allocation" if cfg.tournament.include_uniform else ""
+    rules = [name for name in ENTRANTS if getattr(cfg.tournament, f"include_{name}")]
+    plus = "".join(f" and the {name} allocation" for name in rules)
     _say(progress, f"tournament: the {cfg.tournament.finalists} leading policies{plus}, each judged by {judge.label} "
                    f"after {judge.effort(cfg.tournament.ft_batches)}")
     eligible = episodes_meeting_target(result.run_dir, latency_target(cfg))
     if eligible is not None:
         _say(progress, f"tournament: only among the {len(eligible)} re-timed policies that met the "
                        f"{latency_target(cfg):.2f}x target")
-    extra = [uniform_entrant(env)] if cfg.tournament.include_uniform else []
+    if "sensitivity" in rules:
+        _say(progress, "tournament: running the sensitivity analysis for its entrant")
+    extra = tournament_entrants(cfg, env)
     outcome = run_tournament(cfg.tournament, env, bundle, result.run_dir, progress, judge=judge, eligible=eligible,
                              extra=extra)
     winner = outcome["winner"]
-    if winner.get("uniform"):
-        _say(progress, "tournament: the uniform allocation won; the search found nothing its judge rates higher")
+    rule = next((name for name in ENTRANTS if winner.get(name)), None)
+    if rule is not None:
+        _say(progress, f"tournament: the {rule} allocation won; the search found nothing its judge rates higher")
     _, info = env.evaluator.evaluate(winner["schedule"], precision=winner.get("precision"))
     best = {**{k: v for k, v in info.items() if k not in ("group", "prune_ratio", "cached")},
             "episode": winner["episode"], "reward": winner["reward"]}
@@ -172,8 +177,8 @@ def choose_by_tournament(cfg: ExperimentConfig, env: NetCompressEnv, bundle: Dat
         best["tournament_val_top1"] = outcome["winner_val_top1"]
     if winner.get("refine"):
         best["refine"] = winner["refine"]
-    if winner.get("uniform"):
-        best["uniform"] = True
+    if rule is not None:
+        best[rule] = True
     best_schedule(env, cfg, best).save(result.run_dir / BEST_SCHEDULE)
     return replace(result, best=best)
 
@@ -385,7 +390,7 @@ def summary_table(summary: dict[str, Any]) -> str:
 
 def _plain_best(result: SearchResult) -> dict[str, Any]:
     keep = ("episode", "reward", "top1", "latency_ms", "speedup", "macs_ratio", "params_ratio", "schedule")
-    extra = ("compressed_bytes", "size_ratio", "nonzero_ratio", "refine", "uniform")  # zeroed weights; refined or uniform winners
+    extra = ("compressed_bytes", "size_ratio", "nonzero_ratio", "refine", *ENTRANTS)  # zeroed weights; refined or rule winners
     return {**{k: result.best.get(k) for k in keep}, **{k: result.best[k] for k in extra if k in result.best}}
 
 

@@ -99,6 +99,31 @@ def uniform_entrant(env: NetCompressEnv) -> dict[str, Any]:
     return {"episode": -1, "reward": float(env.evaluator.reward_fn(outcome)), "schedule": schedule, "uniform": True}
 
 
+def sensitivity_entrant(cfg: ExperimentConfig, env: NetCompressEnv) -> dict[str, Any]:
+    """The sensitivity analysis's allocation at the env's budget as a tournament entrant: a history-like record
+    with episode -2 (tournament.include_sensitivity); the same schedule the `sensitivity` method would return."""
+    _, _, ratios = _sensitivity_analysis(cfg, env)
+    actions = allocate.ratios_to_actions(env, ratios)
+    schedule = {name: env.prune_ratio_of(a) for name, a in zip(env.group_names, actions, strict=True)}
+    outcome, _ = env.evaluator.evaluate(schedule)
+    return {"episode": -2, "reward": float(env.evaluator.reward_fn(outcome)), "schedule": schedule,
+            "sensitivity": True}
+
+
+ENTRANTS: dict[str, Callable[[ExperimentConfig, NetCompressEnv], dict[str, Any]]] = {
+    "uniform": lambda cfg, env: uniform_entrant(env),
+    "sensitivity": sensitivity_entrant,
+}
+"""Simple rules that may enter the tournament beside the search's leaders, by the record flag they carry
+(tournament.include_<name>)."""
+
+
+def tournament_entrants(cfg: ExperimentConfig, env: NetCompressEnv) -> list[dict[str, Any]]:
+    """The simple rules the config lets into the tournament, in ENTRANTS order."""
+    assert cfg.tournament is not None
+    return [build(cfg, env) for name, build in ENTRANTS.items() if getattr(cfg.tournament, f"include_{name}")]
+
+
 def uniform_ratios_at_speedup(
     env: NetCompressEnv, meter: LatencyMeter, speedup: float, steps: int = 7
 ) -> tuple[dict[str, float], float]:
@@ -143,10 +168,17 @@ def _global(cfg: ExperimentConfig, env: NetCompressEnv) -> tuple[Any, gym.Env]:
     return ScheduleAgent(allocate.ratios_to_actions(env, allocate.global_ranking_ratios(env))), env
 
 
-def _sensitivity(cfg: ExperimentConfig, env: NetCompressEnv) -> tuple[Any, gym.Env]:
+def _sensitivity_analysis(
+    cfg: ExperimentConfig, env: NetCompressEnv
+) -> tuple[list[float], dict[str, list[float]], dict[str, float]]:
+    """Probe levels, per-group accuracy curves and the allocation they give (search.episodes evaluations)."""
     levels = allocate.sensitivity_levels(env, cfg.search.episodes)
     curves = allocate.sensitivity_curves(env, levels)
-    ratios = allocate.sensitivity_ratios(env, levels, curves)
+    return levels, curves, allocate.sensitivity_ratios(env, levels, curves)
+
+
+def _sensitivity(cfg: ExperimentConfig, env: NetCompressEnv) -> tuple[Any, gym.Env]:
+    levels, curves, ratios = _sensitivity_analysis(cfg, env)
     agent = ScheduleAgent(allocate.ratios_to_actions(env, ratios))
     agent.report = allocate.sensitivity_report(levels, curves, ratios, env.baseline_top1)  # type: ignore[attr-defined]
     return agent, env

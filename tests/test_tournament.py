@@ -139,3 +139,38 @@ def test_the_uniform_allocation_can_enter_and_win_the_tournament(tmp_path, monke
     kept = Schedule.load(tmp_path / "run" / BEST_SCHEDULE).prune_ratios()
     assert kept == pytest.approx(Schedule.load(tmp_path / "u" / BEST_SCHEDULE).prune_ratios())
     assert summary["best"]["macs_ratio"] == pytest.approx(uniform["best"]["macs_ratio"])
+
+
+def test_the_sensitivity_allocation_can_enter_beside_uniform_and_win(tmp_path, monkeypatch) -> None:
+    """tournament.include_sensitivity: the `sensitivity` method's own schedule is one more finalist (episode -2,
+    after uniform's -1), and when the judge rates it highest it becomes the schedule."""
+    episodes = 6  # the analysis's probe count follows search.episodes: the same for both runs
+    alone = run_experiment(small_config(tmp_path / "s", "sensitivity", episodes=episodes), progress=False,
+                           finalize_run=False)
+    wanted = Schedule.load(tmp_path / "s" / BEST_SCHEDULE).prune_ratios()
+    cfg = replace(small_config(tmp_path / "run", "random", episodes=episodes),
+                  tournament=TournamentConfig(finalists=2, ft_batches=1, val_images=30, include_uniform=True,
+                                              include_sensitivity=True))
+
+    def prefers_sensitivity(self, schedule, batches, precision=None) -> float:
+        full = {**dict.fromkeys(wanted, 0.0), **schedule}
+        return 100.0 if all(full[k] == pytest.approx(v) for k, v in wanted.items()) else 50.0
+
+    monkeypatch.setattr(tournament.ClassificationJudge, "__call__", prefers_sensitivity)
+    summary = run_experiment(cfg, progress=False, finalize_run=False)
+    result = json.loads((tmp_path / "run" / tournament.TOURNAMENT).read_text())
+    assert result["rounds"][0]["episodes"][-2:] == [-1, -2]
+    assert result["winner"]["sensitivity"] and summary["best"]["sensitivity"] and summary["best"]["episode"] == -2
+    assert Schedule.load(tmp_path / "run" / BEST_SCHEDULE).prune_ratios() == pytest.approx(wanted)
+    assert summary["best"]["macs_ratio"] == pytest.approx(alone["best"]["macs_ratio"])
+
+
+def test_the_sensitivity_entrant_refuses_a_joint_precision_search(tmp_path) -> None:
+    from autocompress.config import ConfigError, load_config, to_dict
+
+    data = to_dict(small_config(tmp_path / "run", "dqn"))
+    data["env"].update(precisions="fp32+int8", latency_mode="measured", budget_kind="latency", budget=0.8,
+                       latency={"runtime": "onnxruntime"})
+    data["tournament"] = {"include_sensitivity": True}
+    with pytest.raises(ConfigError, match="tournament.include_sensitivity.*fp32\\+int8 set it to false"):
+        load_config(data)
