@@ -10,7 +10,9 @@ ONNX Runtime (batch 1, one thread). Finished cells are written to `--work/<model
 search resumes from its checkpoint. The JSON is rebuilt from every finished cell under `--work`, so runs of
 the two models (or several sittings) add up to one report. Its rows carry the per-image correctness too
 (packed bits), so `--keep-rows-from` an earlier report adds that report's cells to a new run folder's,
-paired tests included, after the old run folders are gone.
+paired tests included, after the old run folders are gone. `--searches-from` another --work folder resumes its
+finished searches' episodes under this run's config, so a changed tournament (e.g. `include_sensitivity`) is
+measured on the very same episodes.
 
     python scripts/bench_quality.py --configs experiments/resnet20-cifar10jpeg-macs50.yaml \
         --methods ddpg dqn random uniform global sensitivity --seeds 0 1 2 \
@@ -26,6 +28,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import sys
 import time
 from dataclasses import replace
@@ -42,7 +45,7 @@ from autocompress.measure.accuracy import evaluate
 from autocompress.measure.latency import LatencyMeter
 from autocompress.pipeline import build, choose_by_tournament
 from autocompress.pruning import Schedule
-from autocompress.search import AGENTS, CHECKPOINT, ONE_EPISODE, Search, machine_description
+from autocompress.search import AGENTS, CHECKPOINT, ENTRANTS, ONE_EPISODE, Search, machine_description
 from autocompress.train import train
 
 RL = ("ddpg", "dqn")
@@ -110,16 +113,46 @@ def reused_search(source: Path, env: Any, cfg: ExperimentConfig, run_dir: Path) 
     return best, old["search_s"]
 
 
+SEARCH_FILES = ("history.jsonl", "config.yaml", "best_schedule.json", CHECKPOINT)
+"""What a finished cell's search leaves that a later cell may resume (the checkpoint last: its presence says the
+copy is whole)."""
+
+
+def adopt_search(source: Path, cfg: ExperimentConfig, run_dir: Path) -> dict[str, Any]:
+    """Copy the episodes of a finished cell under another --work into `run_dir` (not its tournament or
+    fine-tune), so that this cell resumes them with its own config's tournament; the source cell's record."""
+    cell_dir = source / cfg.model.name / f"{cfg.search.agent}-seed{cfg.search.seed}"
+    if not (cell_dir / CELL).is_file():
+        raise SystemExit(f"--searches-from: {cell_dir / CELL} is missing; finish that cell first or drop the option.")
+    if not (run_dir / CHECKPOINT).is_file():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for name in SEARCH_FILES:
+            tmp = run_dir / f".{name}.tmp"
+            shutil.copy2(cell_dir / name, tmp)
+            os.replace(tmp, run_dir / name)
+    return json.loads((cell_dir / CELL).read_text())
+
+
+def chosen(cfg: ExperimentConfig, env: Any, bundle: Any, run_dir: Path, schedules_from: Path | None,
+           searches_from: Path | None) -> tuple[dict[str, Any], float]:
+    """The cell's chosen record and search seconds: a new search, a reused schedule or adopted episodes."""
+    if schedules_from is not None:
+        return reused_search(schedules_from, env, cfg, run_dir)
+    if searches_from is None or cfg.search.agent in ONE_EPISODE:
+        return search_cell(cfg, env, bundle, run_dir)
+    old = adopt_search(searches_from, cfg, run_dir)
+    best, seconds = search_cell(cfg, env, bundle, run_dir)  # the episodes are done: this sitting's tournament
+    return ({**best, "evaluations": best["evaluations"] + old["evaluations"], "search_from": str(searches_from)},
+            seconds + old["search_s"])  # the source's seconds include its own tournament: an upper bound
+
+
 def run_cell(cfg: ExperimentConfig, env: Any, bundle: Any, method: str, seed: int, work: Path,
-             rounds: int, schedules_from: Path | None = None) -> dict[str, Any]:
+             rounds: int, schedules_from: Path | None = None, searches_from: Path | None = None) -> dict[str, Any]:
     run_dir = work / f"{method}-seed{seed}"
     if (run_dir / CELL).is_file():
         return json.loads((run_dir / CELL).read_text())
     cfg = replace(cfg, search=replace(cfg.search, agent=method, seed=seed, out_dir=str(run_dir)))
-    if schedules_from is not None:
-        best, search_s = reused_search(schedules_from, env, cfg, run_dir)
-    else:
-        best, search_s = search_cell(cfg, env, bundle, run_dir)
+    best, search_s = chosen(cfg, env, bundle, run_dir, schedules_from, searches_from)
     schedule = Schedule.load(run_dir / "best_schedule.json")
     pruned = env.evaluator.compress(schedule.prune_ratios())
     before = predictions(pruned, bundle.test)
@@ -138,7 +171,8 @@ def run_cell(cfg: ExperimentConfig, env: Any, bundle: Any, method: str, seed: in
         "top1_before_ft": 100.0 * float(before.mean()), "top1_after_ft": 100.0 * float(after.mean()),
         "search_s": search_s, "ft_s": ft_s,
         "best_episode": best["episode"], "val_reward_top1": best["top1"], "schedule_from": best.get("schedule_from"),
-        "tournament_val_top1": best.get("tournament_val_top1"),
+        "tournament_val_top1": best.get("tournament_val_top1"), "search_from": best.get("search_from"),
+        "tournament_rule_won": next((name for name in ENTRANTS if best.get(name)), None),
         "val_top1_after_ft": history[-1].get("val_top1") if history else None,
         "schedule": schedule.prune_ratios(), "run_dir": str(run_dir),
         "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -359,6 +393,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="another --work folder or a report JSON written by this script (e.g. "
                         "docs/benchmarks/quality.json): reuse its finished cells' schedules (no search), e.g. to "
                         "fine-tune the same networks with a longer recipe")
+    p.add_argument("--searches-from", default=None,
+                   help="another --work folder: resume its finished cells' episodes (no new episodes) and run this "
+                        "config's tournament on them, e.g. one that lets tournament.include_sensitivity in")
     p.add_argument("--json", required=True)
     p.add_argument("--plot", default=None, help="PNG: top-1 before and after fine-tuning per method and seed")
     p.add_argument("--keep-rows-from", default=None,
@@ -371,6 +408,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--retime", action="store_true",
                    help="only re-measure the speedups of every finished cell (run it on a quiet machine)")
     args = p.parse_args(argv)
+    if args.schedules_from and args.searches_from:
+        p.error("--schedules-from reuses schedules and --searches-from reuses episodes; give one of them.")
     torch.set_num_threads(args.threads)
     work = Path(args.work)
     adapted: dict[str, float] = {}
@@ -397,7 +436,8 @@ def main(argv: list[str] | None = None) -> None:
             for method in args.methods:
                 print(f"== {cfg.model.name} {method} seed {seed}", file=sys.stderr)
                 cell = run_cell(cfg, env, bundle, method, seed, work / cfg.model.name, args.rounds,
-                                Path(args.schedules_from) if args.schedules_from else None)
+                                Path(args.schedules_from) if args.schedules_from else None,
+                                Path(args.searches_from) if args.searches_from else None)
                 print(table([cell]).splitlines()[-1], file=sys.stderr)
     write_report(args, work, adapted)
 

@@ -9,6 +9,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+import yaml
 from script_loader import load_script
 
 REPO = Path(__file__).resolve().parent.parent
@@ -20,9 +21,9 @@ def bench() -> ModuleType:
     return load_script("bench_quality")
 
 
-def _run(tmp_path: Path, name: str, *extra: str) -> dict[str, Any]:
+def _run(tmp_path: Path, name: str, *extra: str, config: Path = REPO / "experiments/quickstart.yaml") -> dict[str, Any]:
     out = tmp_path / f"{name}.json"
-    bench().main(["--configs", str(REPO / "experiments/quickstart.yaml"), "--seeds", "0", "--episodes", "4",
+    bench().main(["--configs", str(config), "--seeds", "0", "--episodes", "4",
                   "--ft-epochs", "1", "--ft-max-batches", "2", "--rounds", "2", "--threads", "1",
                   "--work", str(tmp_path / name), "--json", str(out), *extra])
     return json.loads(out.read_text())
@@ -38,6 +39,23 @@ def test_a_report_s_schedules_are_fine_tuned_again_without_a_search(tmp_path):
     assert new["schedule"] == pytest.approx(old["schedule"])  # the same network, pruned the same way
     assert new["schedule_from"] == str(tmp_path / "first.json") and (new["ft_epochs"], new["ft_lr"]) == (2, 0.02)
     assert (new["search_s"], new["best_episode"]) == (old["search_s"], old["best_episode"])  # no new search
+
+
+def test_a_cell_resumes_another_folder_s_episodes_and_runs_its_own_tournament(tmp_path):
+    first = _run(tmp_path, "first", "--methods", "dqn")
+    data = yaml.safe_load((REPO / "experiments/quickstart.yaml").read_text())
+    data["tournament"] = {"finalists": 2, "ft_batches": 1, "val_images": 30, "include_sensitivity": True}
+    (tmp_path / "portfolio.yaml").write_text(yaml.safe_dump(data))
+    again = _run(tmp_path, "again", "--methods", "dqn", "--searches-from", str(tmp_path / "first"),
+                 config=tmp_path / "portfolio.yaml")
+    old_dir, new_dir = (tmp_path / name / "tiny_cnn" / "dqn-seed0" for name in ("first", "again"))
+    assert (new_dir / "history.jsonl").read_text() == (old_dir / "history.jsonl").read_text()  # no new episodes
+    rounds = json.loads((new_dir / "tournament.json").read_text())["rounds"]
+    assert rounds[0]["episodes"][-1] == -2  # the sensitivity allocation entered beside the search's leaders
+    (old,), (new,) = first["details"], again["details"]
+    assert new["search_from"] == str(tmp_path / "first") and new["search_s"] > old["search_s"]
+    assert new["evaluations"] > old["evaluations"]  # the analysis's probes count too
+    assert new["tournament_rule_won"] in (None, "sensitivity")
 
 
 def test_a_report_without_the_asked_cell_is_a_one_line_error(tmp_path):
