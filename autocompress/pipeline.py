@@ -40,6 +40,7 @@ from autocompress.search import (
     Search,
     SearchResult,
     best_schedule,
+    entrant_rules,
     episodes_meeting_target,
     latency_target,
     lock_run_folder,
@@ -153,7 +154,7 @@ def choose_by_tournament(cfg: ExperimentConfig, env: NetCompressEnv, bundle: Dat
         judge = PolicyJudge(env, bundle, cfg.tournament.lr, cfg.tournament.seed, cfg.finetune, cfg.search.seed)
     else:
         judge = ClassificationJudge(cfg.tournament, env, bundle)
-    rules = [name for name in ENTRANTS if getattr(cfg.tournament, f"include_{name}")]
+    rules = entrant_rules(cfg)
     plus = "".join(f" and the {name} allocation" for name in rules)
     _say(progress, f"tournament: the {cfg.tournament.finalists} leading policies{plus}, each judged by {judge.label} "
                    f"after {judge.effort(cfg.tournament.ft_batches)}")
@@ -161,9 +162,12 @@ def choose_by_tournament(cfg: ExperimentConfig, env: NetCompressEnv, bundle: Dat
     if eligible is not None:
         _say(progress, f"tournament: only among the {len(eligible)} re-timed policies that met the "
                        f"{latency_target(cfg):.2f}x target")
-    if "sensitivity" in rules:
-        _say(progress, "tournament: running the sensitivity analysis for its entrant")
-    extra = tournament_entrants(cfg, env)
+
+    def extra() -> list[dict[str, Any]]:
+        if "sensitivity" in rules:
+            _say(progress, "tournament: running the sensitivity analysis for its entrant")
+        return tournament_entrants(cfg, env)
+
     outcome = run_tournament(cfg.tournament, env, bundle, result.run_dir, progress, judge=judge, eligible=eligible,
                              extra=extra)
     winner = outcome["winner"]

@@ -118,10 +118,14 @@ ENTRANTS: dict[str, Callable[[ExperimentConfig, NetCompressEnv], dict[str, Any]]
 (tournament.include_<name>)."""
 
 
+def entrant_rules(cfg: ExperimentConfig) -> list[str]:
+    """The simple rules the config lets into the tournament (tournament.include_<name>), in ENTRANTS order."""
+    return [name for name in ENTRANTS if cfg.tournament is not None and getattr(cfg.tournament, f"include_{name}")]
+
+
 def tournament_entrants(cfg: ExperimentConfig, env: NetCompressEnv) -> list[dict[str, Any]]:
-    """The simple rules the config lets into the tournament, in ENTRANTS order."""
-    assert cfg.tournament is not None
-    return [build(cfg, env) for name, build in ENTRANTS.items() if getattr(cfg.tournament, f"include_{name}")]
+    """Those rules' records, built now (the sensitivity analysis evaluates its probes here)."""
+    return [ENTRANTS[name](cfg, env) for name in entrant_rules(cfg)]
 
 
 def uniform_ratios_at_speedup(

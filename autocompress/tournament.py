@@ -98,11 +98,12 @@ class ClassificationJudge:
 
 def run_tournament(cfg: TournamentConfig, env: Any, bundle: Any, run_dir: Path, progress: bool = True,
                    judge: Judge | None = None, eligible: Collection[int] | None = None,
-                   extra: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+                   extra: Callable[[], Sequence[dict[str, Any]]] = tuple) -> dict[str, Any]:
     """Successive halving over the search's leaders; the winner's history record and every round's scores.
     `judge` scores each finalist (default: val top-1 after a short distilled fine-tune on `bundle`);
     `eligible` (episodes), when given, is where the finalists come from: e.g. those that met a latency target;
-    `extra` records (e.g. the uniform allocation) enter beside the leaders unless one of them is the same network."""
+    `extra()` records (e.g. the uniform allocation) enter beside the leaders unless one of them is the same network;
+    it is called only when the tournament runs (a finished one is read back, and a rule's analysis takes minutes)."""
     path = Path(run_dir) / TOURNAMENT
     if path.is_file():
         done = json.loads(path.read_text())
@@ -119,7 +120,7 @@ def run_tournament(cfg: TournamentConfig, env: Any, bundle: Any, run_dir: Path, 
     if cfg.refine is not None:
         alive = refine_entrants(alive, env, cfg.refine, Path(run_dir), progress)
     seen = {env.evaluator.network_key(r["schedule"], r.get("precision")) for r in alive}
-    alive += [r for r in extra if env.evaluator.network_key(r["schedule"], r.get("precision")) not in seen]
+    alive += [r for r in extra() if env.evaluator.network_key(r["schedule"], r.get("precision")) not in seen]
     judge = ClassificationJudge(cfg, env, bundle) if judge is None else judge
     rounds, batches, scores = [], cfg.ft_batches, [float("nan")]
     while len(alive) > 1:
