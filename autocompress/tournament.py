@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -113,6 +114,7 @@ def run_tournament(cfg: TournamentConfig, env: Any, bundle: Any, run_dir: Path, 
             return done
         if progress:
             print(f"tournament: {path} was run with other tournament settings; running it again", file=sys.stderr)
+    start = time.perf_counter()
     records = [json.loads(line) for line in (Path(run_dir) / "history.jsonl").read_text().splitlines()]
     if eligible is not None:
         records = [r for r in records if r["episode"] in set(eligible)]
@@ -138,6 +140,6 @@ def run_tournament(cfg: TournamentConfig, env: Any, bundle: Any, run_dir: Path, 
     result = {"winner": alive[0], "winner_val_top1": scores[0] if rounds else None,  # a lone finalist: unjudged
               **judge.scored_on, "rounds": rounds,
               "eligible": None if eligible is None else sorted(eligible),
-              "config": asdict(cfg)}
+              "config": asdict(cfg), "seconds": time.perf_counter() - start}  # what a resumed cell adds up
     atomic_write_text(path, json.dumps(result, indent=1, default=float))
     return result

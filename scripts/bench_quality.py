@@ -46,6 +46,7 @@ from autocompress.measure.latency import LatencyMeter
 from autocompress.pipeline import build, choose_by_tournament
 from autocompress.pruning import Schedule
 from autocompress.search import AGENTS, CHECKPOINT, ENTRANTS, ONE_EPISODE, Search, machine_description
+from autocompress.tournament import TOURNAMENT
 from autocompress.train import train
 
 RL = ("ddpg", "dqn")
@@ -77,11 +78,26 @@ def speedups(env: Any, pruned: torch.nn.Module, rounds: int) -> dict[str, float]
 def search_cell(cfg: ExperimentConfig, env: Any, bundle: Any, run_dir: Path) -> tuple[dict[str, Any], float]:
     """Run (or resume) the search; the chosen record (tournament winner for search methods) and its seconds."""
     env.evaluator.cache.clear()  # another cell's evaluations must not count as this one's episodes
+    earlier = earlier_sittings_s(run_dir)
     start = time.perf_counter()
     result = Search(cfg, env, run_dir, resume=(run_dir / CHECKPOINT).is_file()).run(progress=True)
     if cfg.tournament is not None and cfg.search.agent not in ONE_EPISODE:
         result = choose_by_tournament(cfg, env, bundle, result)
-    return {**result.best, "evaluations": len(env.evaluator.cache)}, time.perf_counter() - start
+    return {**result.best, "evaluations": len(env.evaluator.cache)}, earlier + time.perf_counter() - start
+
+
+def earlier_sittings_s(run_dir: Path) -> float:
+    """Search seconds a resumed cell spent before this sitting (its wall clock counts only its own): the
+    recorded episodes' own timings and a finished tournament's; the earlier sittings' start-up is left out."""
+    seconds = 0.0
+    history = run_dir / "history.jsonl"
+    if history.is_file():
+        for line in history.read_text().splitlines():
+            timing = json.loads(line).get("timing") or {}
+            seconds += timing.get("total_s", 0.0) + timing.get("update_s", 0.0)
+    if (run_dir / TOURNAMENT).is_file():
+        seconds += json.loads((run_dir / TOURNAMENT).read_text()).get("seconds", 0.0)
+    return seconds
 
 
 def reused_search(source: Path, env: Any, cfg: ExperimentConfig, run_dir: Path) -> tuple[dict[str, Any], float]:
@@ -141,9 +157,8 @@ def chosen(cfg: ExperimentConfig, env: Any, bundle: Any, run_dir: Path, schedule
     if searches_from is None or cfg.search.agent in ONE_EPISODE:
         return search_cell(cfg, env, bundle, run_dir)
     old = adopt_search(searches_from, cfg, run_dir)
-    best, seconds = search_cell(cfg, env, bundle, run_dir)  # the episodes are done: this sitting's tournament
-    return ({**best, "evaluations": best["evaluations"] + old["evaluations"], "search_from": str(searches_from)},
-            seconds + old["search_s"])  # the source's seconds include its own tournament: an upper bound
+    best, seconds = search_cell(cfg, env, bundle, run_dir)  # the copied episodes' seconds and this tournament's
+    return {**best, "evaluations": best["evaluations"] + old["evaluations"], "search_from": str(searches_from)}, seconds
 
 
 def run_cell(cfg: ExperimentConfig, env: Any, bundle: Any, method: str, seed: int, work: Path,

@@ -50,12 +50,27 @@ def test_a_cell_resumes_another_folder_s_episodes_and_runs_its_own_tournament(tm
                  config=tmp_path / "portfolio.yaml")
     old_dir, new_dir = (tmp_path / name / "tiny_cnn" / "dqn-seed0" for name in ("first", "again"))
     assert (new_dir / "history.jsonl").read_text() == (old_dir / "history.jsonl").read_text()  # no new episodes
-    rounds = json.loads((new_dir / "tournament.json").read_text())["rounds"]
-    assert rounds[0]["episodes"][-1] == -2  # the sensitivity allocation entered beside the search's leaders
+    tournament = json.loads((new_dir / "tournament.json").read_text())
+    assert tournament["rounds"][0]["episodes"][-1] == -2  # the sensitivity allocation entered beside the leaders
     (old,), (new,) = first["details"], again["details"]
-    assert new["search_from"] == str(tmp_path / "first") and new["search_s"] > old["search_s"]
+    episodes = [json.loads(line)["timing"] for line in (new_dir / "history.jsonl").read_text().splitlines()]
+    copied_s = sum(t["total_s"] + t["update_s"] for t in episodes)  # the copied episodes' cost counts, once
+    assert new["search_from"] == str(tmp_path / "first")
+    assert copied_s + tournament["seconds"] <= new["search_s"] <= copied_s + tournament["seconds"] + 5.0
     assert new["evaluations"] > old["evaluations"]  # the analysis's probes count too
     assert new["tournament_rule_won"] in (None, "sensitivity")
+
+
+def test_a_resumed_cell_s_search_seconds_count_the_earlier_sitting_s_episodes(tmp_path):
+    first = _run(tmp_path, "cells", "--methods", "dqn")
+    cell_dir = tmp_path / "cells" / "tiny_cnn" / "dqn-seed0"
+    episodes = [json.loads(line)["timing"] for line in (cell_dir / "history.jsonl").read_text().splitlines()]
+    episode_s = sum(t["total_s"] + t["update_s"] for t in episodes)
+    (cell_dir / "cell.json").unlink()  # as if the first sitting stopped during the fine-tune
+    (again,) = _run(tmp_path, "cells", "--methods", "dqn")["details"]
+    assert len(episodes) == 4 and episode_s > 0
+    assert again["best_episode"] == first["details"][0]["best_episode"]  # the same search, resumed finished
+    assert episode_s <= again["search_s"] <= first["details"][0]["search_s"] + 5.0
 
 
 def test_a_report_without_the_asked_cell_is_a_one_line_error(tmp_path):
