@@ -391,7 +391,7 @@ def read_report(path: Path) -> dict[str, Any]:
     return report
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--configs", nargs="+", required=True, help="experiment YAMLs (one per model)")
     p.add_argument("--methods", nargs="+", default=list(AGENTS), choices=list(AGENTS))
@@ -425,36 +425,44 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.schedules_from and args.searches_from:
         p.error("--schedules-from reuses schedules and --searches-from reuses episodes; give one of them.")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     torch.set_num_threads(args.threads)
     work = Path(args.work)
     adapted: dict[str, float] = {}
-    if args.report_only:
-        write_report(args, work, adapted)
-        return
-    for path in args.configs:
-        cfg = load_config(path)
-        if cfg.finetune is None:
-            raise ConfigError(f"{path}: the benchmark needs a finetune section (the recipe every method gets).")
-        ft = replace(cfg.finetune, distill=True, **{k: v for k, v in (("epochs", args.ft_epochs), ("lr", args.ft_lr),
-                                                                       ("max_batches", args.ft_max_batches)) if v})
-        search = cfg.search if args.episodes is None else replace(cfg.search, episodes=args.episodes)
-        cfg = replace(cfg, finetune=ft, search=search)
-        env, bundle = build(cfg, progress=True)
-        adapted[cfg.model.name] = adapted_top1(env, bundle, work, cfg.model.name)
-        if args.retime:
-            retime(env, work / cfg.model.name, args.rounds)
-            continue
-        # Seed-major: an interrupted run still has whole seeds to compare. Deterministic allocations
-        # (uniform, global, sensitivity) run every seed too: the seed drives the fine-tune's augmentation,
-        # and that noise belongs in every method's spread.
-        for seed in args.seeds:
-            for method in args.methods:
-                print(f"== {cfg.model.name} {method} seed {seed}", file=sys.stderr)
-                cell = run_cell(cfg, env, bundle, method, seed, work / cfg.model.name, args.rounds,
-                                Path(args.schedules_from) if args.schedules_from else None,
-                                Path(args.searches_from) if args.searches_from else None)
-                print(table([cell]).splitlines()[-1], file=sys.stderr)
+    if not args.report_only:
+        for path in args.configs:
+            run_config(args, path, work, adapted)
     write_report(args, work, adapted)
+
+
+def run_config(args: argparse.Namespace, path: str, work: Path, adapted: dict[str, float]) -> None:
+    """Every asked (seed, method) cell of one model's config (or, with --retime, only their speedups)."""
+    cfg = load_config(path)
+    if cfg.finetune is None:
+        raise ConfigError(f"{path}: the benchmark needs a finetune section (the recipe every method gets).")
+    ft = replace(cfg.finetune, distill=True, **{k: v for k, v in (("epochs", args.ft_epochs), ("lr", args.ft_lr),
+                                                                   ("max_batches", args.ft_max_batches)) if v})
+    search = cfg.search if args.episodes is None else replace(cfg.search, episodes=args.episodes)
+    cfg = replace(cfg, finetune=ft, search=search)
+    env, bundle = build(cfg, progress=True)
+    adapted[cfg.model.name] = adapted_top1(env, bundle, work, cfg.model.name)
+    if args.retime:
+        retime(env, work / cfg.model.name, args.rounds)
+        return
+    # Seed-major: an interrupted run still has whole seeds to compare. Deterministic allocations
+    # (uniform, global, sensitivity) run every seed too: the seed drives the fine-tune's augmentation,
+    # and that noise belongs in every method's spread.
+    for seed in args.seeds:
+        for method in args.methods:
+            print(f"== {cfg.model.name} {method} seed {seed}", file=sys.stderr)
+            cell = run_cell(cfg, env, bundle, method, seed, work / cfg.model.name, args.rounds,
+                            Path(args.schedules_from) if args.schedules_from else None,
+                            Path(args.searches_from) if args.searches_from else None)
+            print(table([cell]).splitlines()[-1], file=sys.stderr)
 
 
 def write_report(args: argparse.Namespace, work: Path, adapted: dict[str, float]) -> None:
