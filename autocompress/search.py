@@ -47,8 +47,9 @@ BEST_SCHEDULE = "best_schedule.json"
 _RESUMABLE_CHANGES = ("episodes", "out_dir", "checkpoint_every", "torch_threads", "workers", "backend", "address")
 """Settings a resume may change: they do not change which episodes are played (the round size stays)."""
 
-_AFTER_SEARCH = ("tournament",)
-"""Sections a resume may change because they act only after the episodes (a changed tournament is run again)."""
+_AFTER_SEARCH = ("tournament", "name")
+"""Sections a resume may change because they act only after the episodes (a changed tournament is run again),
+and the experiment's label (a config that only adds a tournament entrant is a new experiment on the same episodes)."""
 
 
 class SearchError(AutocompressError):
@@ -358,7 +359,8 @@ class Search:
         for section in _AFTER_SEARCH:
             stored.pop(section, None)
         if stored != _comparable(self.cfg):
-            changeable = [f"search.{k}" for k in _RESUMABLE_CHANGES] + [f"the {s} section" for s in _AFTER_SEARCH]
+            changeable = [f"search.{k}" for k in _RESUMABLE_CHANGES] + [s if s == "name" else f"the {s} section"
+                                                                        for s in _AFTER_SEARCH]
             raise SearchError(
                 f"{self.run_dir} was made with a different config; resume with the same config "
                 f"(only {', '.join(changeable)} may change) or use a new --out."

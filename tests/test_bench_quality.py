@@ -45,6 +45,7 @@ def test_a_cell_resumes_another_folder_s_episodes_and_runs_its_own_tournament(tm
     first = _run(tmp_path, "first", "--methods", "dqn")
     data = yaml.safe_load((REPO / "experiments/quickstart.yaml").read_text())
     data["tournament"] = {"finalists": 2, "ft_batches": 1, "val_images": 30, "include_sensitivity": True}
+    data["name"] = "quickstart-portfolio"  # a new experiment's label on the same episodes
     (tmp_path / "portfolio.yaml").write_text(yaml.safe_dump(data))
     again = _run(tmp_path, "again", "--methods", "dqn", "--searches-from", str(tmp_path / "first"),
                  config=tmp_path / "portfolio.yaml")

@@ -65,6 +65,9 @@ def test_run_folder_guards(tmp_path):
         Search(cfg, env, tmp_path / "run")
     with pytest.raises(SearchError, match="no checkpoint.pt"):
         Search(cfg, env, tmp_path / "elsewhere", resume=True)
+    Search(replace(cfg, name="relabelled"), env, tmp_path / "run", resume=True).close()  # a label is no change
+    with pytest.raises(SearchError, match="different config.*name may change"):
+        Search(replace(cfg, env=replace(cfg.env, budget=0.3)), env, tmp_path / "run", resume=True)
     good = (tmp_path / "run" / CHECKPOINT).read_bytes()
     damaged = bytearray(good)
     damaged[len(good) // 2] ^= 4
