@@ -47,9 +47,20 @@ BEST_SCHEDULE = "best_schedule.json"
 _RESUMABLE_CHANGES = ("episodes", "out_dir", "checkpoint_every", "torch_threads", "workers", "backend", "address")
 """Settings a resume may change: they do not change which episodes are played (the round size stays)."""
 
-_AFTER_SEARCH = ("tournament", "name")
-"""Sections a resume may change because they act only after the episodes (a changed tournament is run again),
-and the experiment's label (a config that only adds a tournament entrant is a new experiment on the same episodes)."""
+_AFTER_SEARCH = ("tournament",)
+"""Sections a resume may change because they act only after the episodes (a changed tournament is run again)."""
+
+_LABELS = ("name",)
+"""Keys a resume may change because they only label the run (e.g. a config that adds a tournament entrant)."""
+
+
+def _drop_unchecked(data: dict[str, Any]) -> dict[str, Any]:
+    """A config dict without what a resume may change (see the two tuples above)."""
+    for key in _RESUMABLE_CHANGES:
+        data.get("search", {}).pop(key, None)
+    for key in _AFTER_SEARCH + _LABELS:
+        data.pop(key, None)
+    return data
 
 
 class SearchError(AutocompressError):
@@ -227,11 +238,7 @@ def make_agent(cfg: ExperimentConfig, env: NetCompressEnv) -> tuple[Any, gym.Env
 def _comparable(cfg: ExperimentConfig) -> dict[str, Any]:
     data = to_dict(cfg)
     data["search"]["batch_episodes"] = cfg.search.batch_episodes or cfg.search.workers  # the round size
-    for key in _RESUMABLE_CHANGES:
-        data["search"].pop(key, None)
-    for section in _AFTER_SEARCH:
-        data.pop(section, None)
-    return data
+    return _drop_unchecked(data)
 
 
 SIZE_METRICS = ("compressed_bytes", "baseline_compressed_bytes", "size_ratio", "predicted_bytes", "nonzero_params",
@@ -354,13 +361,9 @@ class Search:
         if isinstance(stored.get("search"), dict):  # written before rounds existed: one episode per round
             stored["search"].setdefault("batch_episodes", 1)
         _fill_new_fields(stored, ExperimentConfig)  # e.g. env.scorer, env.precisions: what the run used
-        for key in _RESUMABLE_CHANGES:  # not compared (filled in above when absent)
-            stored.get("search", {}).pop(key, None)
-        for section in _AFTER_SEARCH:
-            stored.pop(section, None)
-        if stored != _comparable(self.cfg):
-            changeable = [f"search.{k}" for k in _RESUMABLE_CHANGES] + [s if s == "name" else f"the {s} section"
-                                                                        for s in _AFTER_SEARCH]
+        if _drop_unchecked(stored) != _comparable(self.cfg):
+            changeable = ([f"search.{k}" for k in _RESUMABLE_CHANGES] + [f"the {s} section" for s in _AFTER_SEARCH]
+                          + list(_LABELS))
             raise SearchError(
                 f"{self.run_dir} was made with a different config; resume with the same config "
                 f"(only {', '.join(changeable)} may change) or use a new --out."
