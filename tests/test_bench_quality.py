@@ -168,3 +168,31 @@ def test_summary_reports_the_val_test_gap_only_when_every_row_has_val():
     assert abs(stats["dqn"]["val_minus_test_mean"] - 3.3) < 1e-9
     assert abs(stats["dqn"]["val_minus_test_std"] - bench().mean_std([3.5, 3.1])[1]) < 1e-9
     assert "val_minus_test_mean" not in stats["uniform"]
+
+
+def _report(path: Path, method: str, accuracies: list[float], rng: Any) -> Path:
+    rows = []
+    for seed, acc in enumerate(accuracies):
+        correct = rng.random(3000) < acc
+        rows.append({"model": "m", "method": method, "seed": seed, "test_images": 3000,
+                     "top1_after_ft": 100.0 * float(correct.mean()),
+                     "test_correct_after_ft": bench().pack_correct(correct)})
+    path.write_text(json.dumps({"details": rows}))
+    return path
+
+
+def test_two_reports_methods_of_one_name_are_compared_on_the_same_seeds(tmp_path):
+    compare = load_script("compare_quality")
+    rng = bench().np.random.default_rng(0)
+    # both reports call their method "dqn": the comparison goes by report, seed by seed
+    a = _report(tmp_path / "a.json", "dqn", [0.90, 0.91, 0.90], rng)
+    b = _report(tmp_path / "b.json", "dqn", [0.85, 0.86], rng)
+    out = compare.compare((str(a), "dqn"), (str(b), "dqn"), seeds=[0, 1], samples=500)
+    assert sorted(out["a"]["top1_after_ft"]) == [0, 1] and 3 < out["mean_diff_points"] < 7
+    assert out["bootstrap_p"] < 0.01 and set(out["mcnemar_per_seed"]) == {"0", "1"}
+    with pytest.raises(SystemExit, match=r"no finished seed \[2\]; it has seeds \[0, 1\]"):
+        compare.compare((str(a), "dqn"), (str(b), "dqn"), seeds=[2])
+    with pytest.raises(SystemExit, match="seeds differ"):
+        compare.compare((str(a), "dqn"), (str(b), "dqn"))
+    with pytest.raises(SystemExit, match="ddpg: no rows"):
+        compare.compare((str(a), "ddpg"), (str(b), "dqn"))
