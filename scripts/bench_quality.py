@@ -381,13 +381,14 @@ def collect(work: Path, earlier: dict[str, Any] | None = None, source: str = "")
     return sorted(rows, key=lambda r: (r["model"], r["method"], r["seed"]))
 
 
-def read_report(path: Path) -> dict[str, Any]:
+def read_report(path: Path, flag: str = "--keep-rows-from") -> dict[str, Any]:
+    """A report bench_quality wrote, or a one-line exit naming the option (`flag`) that gave the path."""
     try:
         report = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise SystemExit(f"--keep-rows-from: cannot read {path} ({exc}); give a report this script wrote.") from None
+        raise SystemExit(f"{flag}: cannot read {path} ({exc}); give a report bench_quality.py wrote.") from None
     if not isinstance(report, dict) or not isinstance(report.get("details"), list):
-        raise SystemExit(f"--keep-rows-from: {path} has no 'details' list; give a report this script wrote.")
+        raise SystemExit(f"{flag}: {path} has no 'details' list; give a report bench_quality.py wrote.")
     return report
 
 

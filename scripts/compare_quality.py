@@ -43,7 +43,8 @@ def side(report: dict[str, Any], path: str, method: str, seeds: list[int] | None
 def compare(a: tuple[str, str], b: tuple[str, str], seeds: list[int] | None = None, model: str | None = None,
             samples: int = 10000) -> dict[str, Any]:
     """a vs b after fine-tuning: per-seed top-1 of both, their means, and bench_quality's paired tests."""
-    ca, cb = (side(read_report(Path(path)), path, method, seeds, model) for path, method in (a, b))
+    ca, cb = (side(read_report(Path(path), flag), path, method, seeds, model)
+              for flag, (path, method) in (("--a", a), ("--b", b)))
     if seeds is None and set(ca) != set(cb):
         raise SystemExit(f"seeds differ ({sorted(ca)} vs {sorted(cb)}); give --seeds to compare the same ones.")
     top1 = {name: {s: 100.0 * float(c[s].mean()) for s in sorted(c)} for name, c in (("a", ca), ("b", cb))}
