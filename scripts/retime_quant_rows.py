@@ -162,7 +162,7 @@ def main() -> None:
         "command": "python " + " ".join(sys.argv),
         "date": dt.datetime.now().astimezone().isoformat(timespec="seconds")})
     if args.plot and timed:
-        plot(timed, cpu.split(" (")[0], args.plot)
+        plot(timed, cpu.rsplit(" (", 1)[0], args.plot)
 
 
 if __name__ == "__main__":
