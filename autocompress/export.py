@@ -200,7 +200,7 @@ def quant_config(schedule: Schedule) -> QuantConfig:
     if block is None:
         raise ExportError("the schedule quantizes no layer; there is no INT8 model to export.")
     return QuantConfig(calib_images=block["calib_images"], per_channel=block["per_channel"],
-                       calibration=block["calibration"])
+                       calibration=block["calibration"], reduce_range=bool(block.get("reduce_range", False)))
 
 
 def export_int8(model: nn.Module, schedule: Schedule, calib_images: torch.Tensor,

@@ -358,6 +358,7 @@ def deploy_int8(cfg: ExperimentConfig, env: NetCompressEnv, bundle: DataBundle, 
             "runtime": "onnxruntime", "threads": timing.threads, "batch_size": timing.batch_size,
             "int8_layers": n_int8, "fp32_layers": len(precision) - n_int8, "calib_images": len(calib),
             "calibration": block["calibration"], "per_channel": block["per_channel"],
+            "reduce_range": bool(block.get("reduce_range", False)),
             "bytes": path.stat().st_size, "onnx": str(path)}
 
 

@@ -29,6 +29,8 @@ QUANTIZABLE_OPS = ("Conv", "Gemm", "MatMul")
 """The ops whose precision is a per-layer choice; the rest follow their inputs."""
 INT8_CPU_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "avx512_bf16", "amx_bf16", "avx2")
 """CPU flags that decide how fast INT8 (and bf16) kernels run: recorded beside every INT8 timing."""
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+"""x86 INT8 dot-product instructions that accumulate u8 x s8 products in 32 bits (no 16-bit saturation)."""
 
 
 class QuantizationError(AutocompressError):
@@ -123,6 +125,7 @@ def quantize_int8(model: nn.Module, calib_images: torch.Tensor, cfg: QuantConfig
         q.quantize_static(
             str(pre), str(dst), _Calibration(calib_images[: cfg.calib_images]), quant_format=q.QuantFormat.QDQ,
             per_channel=cfg.per_channel, activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
+            reduce_range=reduce_range(cfg),
             nodes_to_exclude=[n for name in keep for n in layers[name]], calibrate_method=methods[cfg.calibration],
             nodes_to_quantize=chosen,
         )
@@ -213,6 +216,16 @@ def cpu_int8_flags(flags: Sequence[str] | None = None) -> list[str]:
         line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
         flags = line.split(":", 1)[-1].split()
     return [f for f in INT8_CPU_FLAGS if f in set(flags)]
+
+
+def reduce_range(cfg: QuantConfig, flags: Sequence[str] | None = None) -> bool:
+    """Whether weights are quantized to 7 bits: `cfg.reduce_range`, or for "auto" whether this CPU (`flags`:
+    its /proc/cpuinfo flags) is x86 with AVX2 and no VNNI, where 8-bit weights saturate ONNX Runtime's
+    16-bit u8 x s8 sums and cost accuracy (see QuantConfig.reduce_range)."""
+    if cfg.reduce_range != "auto":
+        return bool(cfg.reduce_range)
+    found = set(cpu_int8_flags(flags))
+    return "avx2" in found and not found & set(VNNI_FLAGS)
 
 
 def int8_sensitivity(model: nn.Module, calib_images: torch.Tensor, images: torch.Tensor, labels: torch.Tensor,

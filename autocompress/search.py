@@ -39,6 +39,7 @@ from autocompress.progress import progress as progress_bar
 from autocompress.pruning import Schedule
 from autocompress.pruning.sparsity import METHOD
 from autocompress.pruning.uniform import bisect_uniform_ratio_on_speedup
+from autocompress.quantize import reduce_range
 from autocompress.runlock import LOCK_NAME, RunFolderBusy, RunFolderLock
 from autocompress.runlog import RunLogger
 
@@ -269,7 +270,7 @@ def best_schedule(env: NetCompressEnv, cfg: ExperimentConfig, record: dict[str, 
     if record.get("layer_precision"):
         q = cfg.env.quant
         quant = {"layers": record["layer_precision"], "calib_images": q.calib_images, "per_channel": q.per_channel,
-                 "calibration": q.calibration}
+                 "calibration": q.calibration, "reduce_range": reduce_range(q)}  # as resolved where it searched
     sparse = env.evaluator.sparse
     if sparse is not None:  # weights zeroed, channels kept: the per-group choice and the layers it zeroes
         metrics.update({k: record[k] for k in SIZE_METRICS if k in record})

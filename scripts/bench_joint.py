@@ -115,6 +115,7 @@ def search_row(base: ExperimentConfig, joint: ExperimentConfig, method: str, tar
         "val_speedup_in_search": best.get("speedup"), "tournament_val_top1": best.get("tournament_val_top1"),
         "int8_layers": sum(p == "int8" for p in precision.values()), "layers": len(precision) or None,
         "blocks_removed": len(schedule.dropped_groups()), "joint_config": args.joint_config,
+        "reduce_range": bool((schedule.quantization or {}).get("reduce_range", False)),
         "schedule": schedule.prune_ratios(), "layer_precision": precision, "latency_ms": report["latency_ms"],
         "fp32_latency_ms": report["fp32_latency_ms"], "timing_loadavg": os.getloadavg()[0],
         "run_dir": str(run_dir), "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),

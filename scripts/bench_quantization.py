@@ -41,7 +41,7 @@ from autocompress.config import QuantConfig, load_config
 from autocompress.data import load_data, take_tensors
 from autocompress.envs.factory import build_model
 from autocompress.pruning import Schedule, apply_schedule
-from autocompress.quantize import cpu_int8_flags, int8_report, int8_sensitivity, quantize_int8
+from autocompress.quantize import cpu_int8_flags, int8_report, int8_sensitivity, quantize_int8, reduce_range
 
 METHODS = ("fp32", "int8_ptq")
 SEARCH_METHODS = ("prune_search", "quant_search", "joint_search")
@@ -73,6 +73,7 @@ def run_row(cfg: Any, method: str, args: argparse.Namespace, work: Path) -> dict
         "bytes": report["bytes"], "test_images": report["test_images"],
         "top1_before_ft": report["top1"], "top1_after_ft": report["top1"],  # no fine-tune in these rows
         "finetune": "none", "search_s": 0.0, "ft_s": 0.0, "quantize_s": quant_s,
+        "reduce_range": method == "int8_ptq" and reduce_range(QuantConfig(calib_images=args.calib)),
         "latency_ms": report["latency_ms"], "fp32_latency_ms": report["fp32_latency_ms"],
         "cpu": f"{cpu_model()} ({', '.join(cpu_int8_flags()) or 'no INT8 flags found'})",
         "timing_loadavg": os.getloadavg()[0], "weights": cfg.model.weights,

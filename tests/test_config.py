@@ -37,6 +37,8 @@ def test_shipped_experiments_load():
         ({"env": {"prune": {"criterion": "magic"}}}, "'magic' is not one of"),
         ({"env": {"reward_kwargs": {"w": "x"}}}, "reward_kwargs.w: expected a number"),
         ({"model": None}, "model: null is not allowed"),
+        ({"env": {"quant": {"reduce_range": 1}}}, "env.quant.reduce_range: must be auto, true or false"),
+        ({"env": {"quant": {"reduce_range": "sometimes"}}}, "'sometimes' is not one of 'auto', True, False"),
     ],
 )
 def test_malformed_configs_name_the_field(data, message):
@@ -229,3 +231,8 @@ def test_control_characters_in_yaml_are_a_config_error(tmp_path):
     (tmp_path / "c.yaml").write_bytes(b"search:\n  seed: 1\x1a\n")
     with pytest.raises(ConfigError, match="not valid YAML .*special characters"):
         load_config(tmp_path / "c.yaml")
+
+
+@pytest.mark.parametrize("value", ["auto", True, False])
+def test_reduce_range_takes_auto_true_or_false(value):
+    assert load_config({"env": {"quant": {"reduce_range": value}}}).env.quant.reduce_range == value

@@ -19,7 +19,7 @@ from autocompress.envs.evaluator import cache_key  # noqa: E402
 from autocompress.models import get_model  # noqa: E402
 from autocompress.pipeline import build  # noqa: E402
 from autocompress.pruning import Schedule  # noqa: E402
-from autocompress.quantize import OrtModule  # noqa: E402
+from autocompress.quantize import OrtModule, reduce_range  # noqa: E402
 from autocompress.search import BEST_SCHEDULE, Search, SearchError, make_agent  # noqa: E402
 
 ORT = LatencyConfig(runtime="onnxruntime", rounds=3, warmup=1, threads=1)
@@ -136,7 +136,10 @@ def test_a_joint_dqn_search_saves_a_schedule_with_per_layer_precision(tmp_path):
     assert len(records) == 6 and all(set(r["precision"].values()) <= {"fp32", "int8"} for r in records)
     saved = Schedule.load(tmp_path / "dqn" / BEST_SCHEDULE)
     assert saved.layer_precision() == result.best["layer_precision"]
-    assert json.loads((tmp_path / "dqn" / BEST_SCHEDULE).read_text())["version"] == 2
+    # the block records 7-bit weights exactly where this CPU needed them (x86 without VNNI), as version 5
+    reduced = reduce_range(cfg.env.quant) and saved.quantized
+    assert json.loads((tmp_path / "dqn" / BEST_SCHEDULE).read_text())["version"] == (5 if reduced else 2)
+    assert saved.quantization is None or saved.quantization.get("reduce_range", False) == reduced
 
 
 def test_ratio_only_baselines_refuse_a_joint_action(tmp_path):

@@ -95,8 +95,9 @@ def test_cli_quantize_writes_the_model_and_reports(tmp_path, capsys):
 
     out = tmp_path / "tiny.int8.onnx"
     assert main(["quantize", "--model", "tiny_cnn", "--data", "digits", "--calib-images", "32", "--rounds", "3",
-                 "--keep-fp32", "fc", "--json", "--out", str(out)]) == 0
+                 "--keep-fp32", "fc", "--reduce-range", "on", "--json", "--out", str(out)]) == 0
     report = __import__("json").loads(capsys.readouterr().out)
+    assert report["reduce_range"] is True
     assert out.stat().st_size == report["bytes"] > 0
     assert report["test_images"] == 360 and report["keep_fp32"] == ["fc"] and report["speedup"] > 0
     assert main(["quantize", "--model", "tiny_cnn", "--data", "digits", "--keep-fp32", "nope", "--out",
@@ -125,3 +126,36 @@ def test_only_quantizes_just_the_named_layer(resnet):
     assert [n for n, p in precision.items() if p == "int8"] == ["layer2.0.conv1"]
     ops = [n.op_type for n in onnx.load_from_string(q.onnx_bytes).graph.node]
     assert ops.count("QuantizeLinear") <= 2  # its input (and weight), no residual Add or pooling quantized
+
+
+def _int8_weight_range(blob: bytes) -> int:
+    """Largest |value| among the INT8 weight initializers of a QDQ model."""
+    from onnx import numpy_helper
+
+    graph = onnx.load_from_string(blob).graph
+    weights = [numpy_helper.to_array(t) for t in graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    return max(int(abs(w.astype(int)).max()) for w in weights if w.size > 1)
+
+
+def test_reduce_range_quantizes_weights_to_seven_bits(resnet):
+    model, calib = resnet
+    full = quantize_int8(model, calib, QuantConfig(calib_images=32, reduce_range=False))
+    reduced = quantize_int8(model, calib, QuantConfig(calib_images=32, reduce_range=True))
+    assert _int8_weight_range(full.onnx_bytes) == 127  # per-channel max-abs lands on the end of the range
+    assert _int8_weight_range(reduced.onnx_bytes) <= 64
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["fpu", "avx2"], True),                   # AVX2 only (e.g. AMD Zen 2): 16-bit u8 x s8 sums saturate
+    (["avx2", "avx512f"], True),               # AVX-512 without VNNI: the same
+    (["avx2", "avx512_vnni"], False),          # VNNI accumulates in 32 bits
+    (["avx2", "avx_vnni"], False),
+    (["avx2", "amx_int8"], False),
+    ([], False),                                # not x86 (no flags line, e.g. ARM): nothing to work around
+])
+def test_reduce_range_auto_follows_the_cpu(flags, expected):
+    from autocompress.quantize import reduce_range
+
+    assert reduce_range(QuantConfig(), flags) is expected
+    assert reduce_range(QuantConfig(reduce_range=True), flags) is True
+    assert reduce_range(QuantConfig(reduce_range=False), flags) is False

@@ -1,7 +1,7 @@
 """CLI: `quantize` (post-training static INT8 for ONNX Runtime, optionally of a pruned model).
 
 A pruned model whose schedule has a "quantization" block is quantized as the schedule says (its FP32 layers
-and calibration settings), unless --keep-fp32 / --calib-images / --calibration override them.
+and calibration settings), unless --keep-fp32 / --calib-images / --calibration / --reduce-range override them.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import torch
 
 from autocompress.config import DataConfig, QuantConfig, default_data_root, validate
 
+REDUCE_RANGE = {"auto": "auto", "on": True, "off": False}
+"""--reduce-range's words -> QuantConfig.reduce_range."""
 CALIB_SEED = 1
 """Seed of the permutation whose first images calibrate (the same images for `quantize` and `apply`)."""
 
@@ -34,6 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="training images that set activation ranges (default: the schedule's, else 128)")
     q.add_argument("--calibration", choices=("minmax", "entropy", "percentile"), default=None,
                    help="how ranges are chosen (default: the schedule's, else minmax)")
+    q.add_argument("--reduce-range", choices=tuple(REDUCE_RANGE), default=None,
+                   help="7-bit weights: auto (on for x86 CPUs without VNNI, where 8-bit ones saturate), on or off "
+                        "(default: the schedule's, else auto)")
     q.add_argument("--keep-fp32", nargs="*", default=None, metavar="LAYER",
                    help="layers left in FP32 (default: the pruned schedule's FP32 layers, else none)")
     q.add_argument("--rounds", type=int, default=50, help="alternating timing pairs")
@@ -56,7 +61,8 @@ def _plan(args: argparse.Namespace, schedule: Any) -> tuple[QuantConfig, list[st
 
     base = quant_config(schedule) if schedule is not None and schedule.quantized else QuantConfig()
     cfg = QuantConfig(calib_images=base.calib_images if args.calib_images is None else args.calib_images,
-                      calibration=args.calibration or base.calibration, per_channel=base.per_channel)
+                      calibration=args.calibration or base.calibration, per_channel=base.per_channel,
+                      reduce_range=base.reduce_range if args.reduce_range is None else REDUCE_RANGE[args.reduce_range])
     validate(cfg, "quantize")
     keep = args.keep_fp32
     if keep is None:
@@ -70,7 +76,7 @@ def _quantize(args: argparse.Namespace) -> int:
     from autocompress.config import AutocompressError
     from autocompress.data import load_data, make_loader
     from autocompress.measure.accuracy import evaluate
-    from autocompress.quantize import int8_report, quantize_int8
+    from autocompress.quantize import int8_report, quantize_int8, reduce_range
 
     if (args.model is None) == (args.pruned is None):
         raise AutocompressError("give either --model (with --weights) or --pruned FILE.")
@@ -86,7 +92,7 @@ def _quantize(args: argparse.Namespace) -> int:
     fp32_top1 = evaluate(model, make_loader(bundle.test, 500)).top1
     report = int8_report(model, int8, bundle.test, bundle.input_shape, rounds=args.rounds, threads=args.threads)
     report = {"out": args.out, "fp32_top1": fp32_top1, "int8_top1": report.pop("top1"), **report,
-              "keep_fp32": sorted(keep)}
+              "keep_fp32": sorted(keep), "reduce_range": reduce_range(cfg)}
     if args.json:
         print(json.dumps(report))
     else:

@@ -21,16 +21,18 @@ from autocompress.atomic import atomic_write_text
 from autocompress.config import AutocompressError, read_capped
 
 FORMAT = "autocompress.schedule"
-VERSION = 4
+VERSION = 5
 """Newest version. 2 added the optional "quantization" block (per-layer precision), 3 the optional "sparsity"
 block (per-layer share of weights zeroed), 4 removed residual blocks (a group with 0 channels after and
-prune_ratio 1.0: the block it is the inner width of goes). A file is written with the lowest version that holds it
-(3 only with a sparsity block, 4 only with a removed block), so that earlier readers keep reading every schedule
-they can apply and refuse the others by their version, which says what to do better than an unknown key;
-version 1 files (every layer FP32), 2 and 3 files still load."""
-READABLE_VERSIONS = (1, 2, 3, 4)
+prune_ratio 1.0: the block it is the inner width of goes), 5 the quantization block's optional "reduce_range":
+true (7-bit weights, for CPUs without VNNI). A file is written with the lowest version that holds it (3 only with
+a sparsity block, 4 only with a removed block, 5 only with reduce_range), so that earlier readers keep reading
+every schedule they can apply and refuse the others by their version, which says what to do better than an
+unknown key; version 1 files (every layer FP32), 2, 3 and 4 files still load."""
+READABLE_VERSIONS = (1, 2, 3, 4, 5)
 _TOP_KEYS = {"format", "version", "model", "groups", "budget", "metrics", "quantization", "sparsity"}
 _QUANT_KEYS = {"layers", "calib_images", "per_channel", "calibration"}
+_QUANT_OPTIONAL = {"reduce_range"}
 _SPARSITY_KEYS = {"method", "groups", "layers"}
 SPARSITY_METHODS = ("l1_unstructured",)
 _PRECISIONS = ("fp32", "int8")
@@ -71,8 +73,9 @@ class Schedule:
     metrics: dict[str, Any] = field(default_factory=dict)
     quantization: dict[str, Any] | None = None
     """None: every layer FP32. Else {"layers": {layer name: "fp32" | "int8"}, "calib_images": int,
-    "per_channel": bool, "calibration": "minmax" | "entropy" | "percentile"}: the ONNX Runtime static INT8
-    export to deploy (see `autocompress.quantize.quantize_layers`)."""
+    "per_channel": bool, "calibration": "minmax" | "entropy" | "percentile"[, "reduce_range": true]}: the ONNX
+    Runtime static INT8 export to deploy (see `autocompress.quantize.quantize_layers`); reduce_range absent means
+    8-bit weights."""
     sparsity: dict[str, Any] | None = None
     """None: no weight is zeroed. Else {"method": "l1_unstructured", "groups": {group: sparsity}, "layers":
     {layer: sparsity}}: each layer's smallest-magnitude weights zeroed (`autocompress.pruning.sparsity`); the
@@ -81,6 +84,8 @@ class Schedule:
     @property
     def version(self) -> int:
         """The format version this schedule needs (see VERSION)."""
+        if self.quantization and self.quantization.get("reduce_range"):
+            return 5
         if self.dropped_groups():
             return 4
         return 3 if self.sparsity else 2
@@ -229,6 +234,8 @@ class Schedule:
             raise ScheduleError(f"{source}: 'quantization' needs schedule version 2; set \"version\": 2.")
         if version < 3 and "sparsity" in data:
             raise ScheduleError(f"{source}: 'sparsity' needs schedule version 3; set \"version\": 3.")
+        if version < 5 and isinstance(data.get("quantization"), Mapping) and "reduce_range" in data["quantization"]:
+            raise ScheduleError(f"{source}: quantization.reduce_range needs schedule version 5; set \"version\": 5.")
         missing = sorted({"model", "groups"} - set(data))
         unknown = sorted(set(data) - _TOP_KEYS)
         if missing or unknown:
@@ -305,8 +312,9 @@ def _plain(x: Any) -> Any:
 def _quantization(q: Any, source: str) -> dict[str, Any] | None:
     """A validated copy of a "quantization" block; None when it quantizes nothing."""
     where = f"{source}: quantization"
-    if not isinstance(q, Mapping) or set(q) != _QUANT_KEYS:
-        raise ScheduleError(f"{where} must be an object with exactly the keys {sorted(_QUANT_KEYS)}.")
+    if not isinstance(q, Mapping) or not _QUANT_KEYS <= set(q) <= _QUANT_KEYS | _QUANT_OPTIONAL:
+        raise ScheduleError(f"{where} must be an object with the keys {sorted(_QUANT_KEYS)} (and optionally "
+                            f"{sorted(_QUANT_OPTIONAL)}).")
     layers = q["layers"]
     if not isinstance(layers, Mapping) or not all(isinstance(k, str) and k for k in layers):
         raise ScheduleError(f"{where}.layers must map layer names to \"fp32\" or \"int8\".")
@@ -320,9 +328,12 @@ def _quantization(q: Any, source: str) -> dict[str, Any] | None:
         raise ScheduleError(f"{where}.per_channel must be true or false.")
     if q["calibration"] not in _CALIBRATIONS:
         raise ScheduleError(f"{where}.calibration must be one of {', '.join(_CALIBRATIONS)}.")
+    if not isinstance(q.get("reduce_range", False), bool):
+        raise ScheduleError(f"{where}.reduce_range must be true or false.")
     if not any(v == "int8" for v in layers.values()):
         return None
-    return {"layers": dict(layers), "calib_images": n, "per_channel": q["per_channel"], "calibration": q["calibration"]}
+    block = {"layers": dict(layers), "calib_images": n, "per_channel": q["per_channel"], "calibration": q["calibration"]}
+    return {**block, "reduce_range": True} if q.get("reduce_range") else block
 
 
 def _shares(values: Any, where: str) -> dict[str, float]:
