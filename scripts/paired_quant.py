@@ -5,10 +5,13 @@ point, which 10,000 images cannot tell apart without a paired test. For each fin
 --cells (a bench_quantization row in --work/<model>/<cell>.json) this rebuilds the deployed network (its schedule,
 fine-tuned weights and INT8 layers, as the row scored it) and INT8 PTQ of the unpruned network (as the
 `int8_ptq` row made it), records per-image correctness on the test split, checks that both reproduce their rows'
-top-1, and reports McNemar's exact test and a bootstrap over images. Run from the repository root:
+top-1, and reports McNemar's exact test and a bootstrap over images. `--baseline CELL` compares with another
+finished cell instead (e.g. the pruning-only search). Run from the repository root:
 
     python scripts/paired_quant.py --configs experiments/resnet56-cifar10jpeg-macs50.yaml \
         --work runs/quantization-episodic --cells joint_search@2x --json docs/benchmarks/quantization_paired.json
+    python scripts/paired_quant.py --configs experiments/resnet20-cifar10jpeg-macs50.yaml --work runs/quantization-zen2 \
+        --cells joint_search@2x --baseline prune_search@2x --json docs/benchmarks/quantization_zen2_paired.json
 """
 
 from __future__ import annotations
@@ -87,23 +90,10 @@ def check(name: str, correct: np.ndarray, row: dict[str, Any]) -> None:
                  "it is not the network the row scored (weights or cell files changed since): re-run that row.")
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--configs", nargs="+", required=True, help="experiment YAMLs (model, weights, data)")
-    p.add_argument("--work", default="runs/quantization-episodic", help="where the search cells' rows are")
-    p.add_argument("--report", default="docs/benchmarks/quantization.json", help="bench_quantization's report, "
-                   "for the int8_ptq rows")
-    p.add_argument("--cells", nargs="+", default=["joint_search@2x"])
-    p.add_argument("--calib", type=int, default=128, help="calibration images of the int8_ptq row")
-    p.add_argument("--longer-ft", type=int, default=None, metavar="E",
-                   help="test the cells' --longer-ft E fine-tunes (bench_quantization --longer-ft) instead")
-    p.add_argument("--json", required=True)
-    args = p.parse_args()
-    if not Path(args.report).is_file():
-        sys.exit(f"paired_quant: --report {args.report} not found; give bench_quantization's report JSON.")
-    tests = []
-    for path in args.configs:
-        cfg = load_config(path)
+def baseline_correct(cfg: Any, args: argparse.Namespace) -> tuple[np.ndarray, dict[str, Any]] | None:
+    """(per-image correctness, row) of what the cells are compared with: INT8 PTQ of the unpruned network
+    (`--baseline int8_ptq`, its row from --report) or another finished cell of --work."""
+    if args.baseline == "int8_ptq":
         ptq_row = next((r for r in json.loads(Path(args.report).read_text())["details"]
                         if r["model"] == cfg.model.name and r["method"] == "int8_ptq"), None)
         if ptq_row is None:
@@ -111,29 +101,68 @@ def main() -> None:
                      "--methods int8_ptq first.")
         ptq = int8_ptq_correct(cfg, args.calib, Path(args.work))
         check("int8_ptq", ptq, ptq_row)
+        return ptq, ptq_row
+    return finished_cell(cfg, args, args.baseline)
+
+
+def finished_cell(cfg: Any, args: argparse.Namespace, cell: str) -> tuple[np.ndarray, dict[str, Any]] | None:
+    """(per-image correctness, row) of a finished search cell; None (with a message) if it has not finished."""
+    row_path, ft_dir = cell_files(Path(args.work), cfg.model.name, cell, args.longer_ft)
+    if not row_path.is_file():
+        print(f"{cfg.model.name} {cell}: not finished ({row_path} missing), skipped", file=sys.stderr)
+        return None
+    row = json.loads(row_path.read_text())
+    if not (Path(row["run_dir"]) / ft_dir / "checkpoint.pt").is_file():
+        sys.exit(f"paired_quant: {row_path} names {row['run_dir']}, which has no {ft_dir}/checkpoint.pt; "
+                 "point --work at the folder whose cells are on this machine.")
+    correct = cell_correct(row_path, ft_dir)
+    check(cell, correct, row)
+    return correct, row
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--configs", nargs="+", required=True, help="experiment YAMLs (model, weights, data)")
+    p.add_argument("--work", default="runs/quantization-episodic", help="where the search cells' rows are")
+    p.add_argument("--report", default="docs/benchmarks/quantization.json", help="bench_quantization's report, "
+                   "for the int8_ptq rows")
+    p.add_argument("--cells", nargs="+", default=["joint_search@2x"])
+    p.add_argument("--baseline", default="int8_ptq", help="what the cells are compared with: int8_ptq (INT8 "
+                   "alone) or another cell of --work, e.g. prune_search@2x")
+    p.add_argument("--calib", type=int, default=128, help="calibration images of the int8_ptq row")
+    p.add_argument("--longer-ft", type=int, default=None, metavar="E",
+                   help="test the cells' --longer-ft E fine-tunes (bench_quantization --longer-ft) instead")
+    p.add_argument("--json", required=True)
+    args = p.parse_args()
+    if args.baseline == "int8_ptq" and not Path(args.report).is_file():
+        sys.exit(f"paired_quant: --report {args.report} not found; give bench_quantization's report JSON.")
+    tests = []
+    for path in args.configs:
+        cfg = load_config(path)
+        base = baseline_correct(cfg, args)
+        if base is None:
+            sys.exit(f"paired_quant: --baseline {args.baseline} has not finished for {cfg.model.name}.")
         for cell in args.cells:
-            row_path, ft_dir = cell_files(Path(args.work), cfg.model.name, cell, args.longer_ft)
-            if not row_path.is_file():
-                print(f"{cfg.model.name} {cell}: not finished ({row_path} missing), skipped", file=sys.stderr)
-                continue
-            row = json.loads(row_path.read_text())
-            if not (Path(row["run_dir"]) / ft_dir / "checkpoint.pt").is_file():
-                sys.exit(f"paired_quant: {row_path} names {row['run_dir']}, which has no {ft_dir}/checkpoint.pt; "
-                         "point --work at the folder whose cells are on this machine.")
-            searched = cell_correct(row_path, ft_dir)
-            check(cell, searched, row)
-            stats = paired_stats({0: searched}, {0: ptq})
-            tests.append({"model": cfg.model.name, "a": cell, "ft_epochs": row.get("ft_epochs"), "a_top1": row["top1_after_ft"],
-                          "a_speedup": row["speedup_measured"], "b": "int8_ptq", "b_top1": ptq_row["top1_after_ft"],
-                          "b_speedup": ptq_row["speedup_measured"], "test_images": int(len(ptq)),
-                          "a_top1_rebuilt": 100.0 * float(searched.mean()), "b_top1_rebuilt": 100.0 * float(ptq.mean()),
-                          **stats})
-            t = tests[-1]
-            print(f"{t['model']} {cell} {t['a_top1']:.2f}% @ {t['a_speedup']:.2f}x vs int8_ptq {t['b_top1']:.2f}% "
-                  f"@ {t['b_speedup']:.2f}x: {t['mean_diff_points']:+.2f} points (95% CI "
-                  f"{t['bootstrap_ci95_points'][0]:+.2f}..{t['bootstrap_ci95_points'][1]:+.2f}), McNemar p "
-                  f"{t['mcnemar_per_seed']['0']['p']:.3g}")
+            found = finished_cell(cfg, args, cell)
+            if found is not None:
+                tests.append(paired_test(cfg.model.name, cell, found, args.baseline, base))
     write_json_atomic(Path(args.json), {"tests": tests, "command": " ".join(["python", *sys.argv])})
+
+
+def paired_test(model: str, cell: str, found: tuple[np.ndarray, dict[str, Any]], baseline: str,
+                base: tuple[np.ndarray, dict[str, Any]]) -> dict[str, Any]:
+    """McNemar and an image bootstrap between a cell's network and the baseline's, printed and returned."""
+    (searched, row), (ref, ref_row) = found, base
+    t = {"model": model, "a": cell, "ft_epochs": row.get("ft_epochs"), "a_top1": row["top1_after_ft"],
+         "a_speedup": row["speedup_measured"], "b": baseline, "b_top1": ref_row["top1_after_ft"],
+         "b_speedup": ref_row["speedup_measured"], "test_images": int(len(ref)),
+         "a_top1_rebuilt": 100.0 * float(searched.mean()), "b_top1_rebuilt": 100.0 * float(ref.mean()),
+         **paired_stats({0: searched}, {0: ref})}
+    print(f"{model} {cell} {t['a_top1']:.2f}% @ {t['a_speedup']:.2f}x vs {baseline} {t['b_top1']:.2f}% "
+          f"@ {t['b_speedup']:.2f}x: {t['mean_diff_points']:+.2f} points (95% CI "
+          f"{t['bootstrap_ci95_points'][0]:+.2f}..{t['bootstrap_ci95_points'][1]:+.2f}), McNemar p "
+          f"{t['mcnemar_per_seed']['0']['p']:.3g}")
+    return t
 
 
 if __name__ == "__main__":
