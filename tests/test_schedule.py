@@ -55,7 +55,7 @@ def _broken(schedule: Schedule, edit) -> str:
     "edit, match",
     [
         (lambda d: d.update(format="other"), "not an autocompress schedule"),
-        (lambda d: d.update(version=5), "version 5 is not supported"),
+        (lambda d: d.update(version=6), "version 6 is not supported"),
         (lambda d: d.pop("groups"), r"missing key\(s\) \['groups'\]"),
         (lambda d: d.update(extra=1), r"unknown key\(s\) \['extra'\]"),
         (lambda d: d["model"].pop("structure_hash"), "'model' must be"),
