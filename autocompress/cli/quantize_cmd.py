@@ -98,7 +98,7 @@ def _quantize(args: argparse.Namespace) -> int:
     else:
         print(f"INT8 {report['int8_top1']:.2f}% vs FP32 {fp32_top1:.2f}% top-1 on {report['test_images']} test "
               f"images; {report['speedup']:.2f}x faster in ONNX Runtime (batch 1, {args.threads} thread(s)); "
-              f"{report['bytes'] / 1e6:.2f} MB -> {args.out}")
+              f"{report['bytes'] / 1e6:.2f} MB{' (7-bit weights)' if report['reduce_range'] else ''} -> {args.out}")
     return 0
 
 
