@@ -9,6 +9,7 @@ so that the project's evaluation and `LatencyMeter(runtime="onnxruntime")` take 
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -208,14 +209,19 @@ def _quantization_api() -> Any:
 
 def cpu_int8_flags(flags: Sequence[str] | None = None) -> list[str]:
     """Which of INT8_CPU_FLAGS this CPU has (from /proc/cpuinfo; empty where that does not exist)."""
-    if flags is None:
-        try:
-            text = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return []
-        line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
-        flags = line.split(":", 1)[-1].split()
-    return [f for f in INT8_CPU_FLAGS if f in set(flags)]
+    found = set(_this_cpu_flags() if flags is None else flags)
+    return [f for f in INT8_CPU_FLAGS if f in found]
+
+
+@functools.cache
+def _this_cpu_flags() -> tuple[str, ...]:
+    """/proc/cpuinfo's flags, read once: `reduce_range` asks on every quantization (each joint-search episode)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ()
+    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
+    return tuple(line.split(":", 1)[-1].split())
 
 
 def reduce_range(cfg: QuantConfig, flags: Sequence[str] | None = None) -> bool:
