@@ -247,6 +247,14 @@ SIZE_METRICS = ("compressed_bytes", "baseline_compressed_bytes", "size_ratio", "
 """What a schedule of zeroed weights records of its evaluation (env.sparsity unstructured)."""
 
 
+def quantization_block(cfg: ExperimentConfig, layers: dict[str, str]) -> dict[str, Any]:
+    """A schedule's quantization block: per-layer precision and the recipe that calibrated it, reduce_range
+    as resolved on this machine (so an export elsewhere quantizes the same way)."""
+    q = cfg.env.quant
+    return {"layers": dict(layers), "calib_images": q.calib_images, "per_channel": q.per_channel,
+            "calibration": q.calibration, "reduce_range": reduce_range(q)}
+
+
 def best_schedule(env: NetCompressEnv, cfg: ExperimentConfig, record: dict[str, Any]) -> Schedule:
     metrics = {
         "top1": record["top1"],
@@ -266,11 +274,7 @@ def best_schedule(env: NetCompressEnv, cfg: ExperimentConfig, record: dict[str, 
         **({"tournament_val_top1": record["tournament_val_top1"]} if "tournament_val_top1" in record else {}),
     }
     budget = {"kind": cfg.env.budget_kind, "fraction": cfg.env.budget}
-    quant = None
-    if record.get("layer_precision"):
-        q = cfg.env.quant
-        quant = {"layers": record["layer_precision"], "calib_images": q.calib_images, "per_channel": q.per_channel,
-                 "calibration": q.calibration, "reduce_range": reduce_range(q)}  # as resolved where it searched
+    quant = quantization_block(cfg, record["layer_precision"]) if record.get("layer_precision") else None
     sparse = env.evaluator.sparse
     if sparse is not None:  # weights zeroed, channels kept: the per-group choice and the layers it zeroes
         metrics.update({k: record[k] for k in SIZE_METRICS if k in record})

@@ -7,6 +7,7 @@ tournament and fine-tune recipe (the --joint-config's):
   and corrected by measured timings (the strongest pruning-only search this project has);
 - quant_search: FP32 or INT8 per group, nothing pruned (max_ratio 0), HAQ-like;
 - joint_search: prune ratio and precision per group.
+A control (CONTROLS, bench_quantization --controls) is a cell with a fixed schedule instead of a search.
 A cell is written to --work/<model>/<method>@<T>x.json when finished; its search and fine-tune resume from
 their checkpoints after a kill.
 """
@@ -27,7 +28,8 @@ import torch
 from bench_quality import search_cell
 from plot_utils import cpu_model, write_json_atomic
 
-from autocompress.config import ConfigError, ExperimentConfig, LatencyConfig, load_config
+from autocompress.atomic import atomic_write_text
+from autocompress.config import ConfigError, ExperimentConfig, LatencyConfig, dump_config, load_config
 from autocompress.data import make_loader
 from autocompress.export import quant_config
 from autocompress.measure.accuracy import evaluate
@@ -35,20 +37,31 @@ from autocompress.measure.latency import LatencyMeter
 from autocompress.pipeline import build
 from autocompress.pruning import Schedule
 from autocompress.quantize import cpu_int8_flags, int8_report, quantize_layers
+from autocompress.search import quantization_block
 from autocompress.train import train
 
+CONTROLS = ("int8_ft",)
+"""Cells with no search: a fixed schedule through the search cells' own fine-tune and INT8 recipe. `int8_ft` is
+every group INT8, nothing pruned: INT8 alone given the fine-tune every searched network gets, the control that
+tells how much of a search's lead over INT8 alone (PTQ, not fine-tuned) is the fine-tune's."""
 
-def cell_config(base: ExperimentConfig, joint: ExperimentConfig, method: str, target: float, run_dir: Path,
+
+def cell_name(method: str, target: float | None) -> str:
+    """A cell's row and run-folder stem: `joint_search@2x`, or the bare name of a control (no target)."""
+    return method if target is None else f"{method}@{target:g}x"
+
+
+def cell_config(base: ExperimentConfig, joint: ExperimentConfig, method: str, target: float | None, run_dir: Path,
                 episodes: int | None, ft_epochs: int, seed: int) -> ExperimentConfig:
     """`base`'s model and data with `joint`'s search settings, restricted to what `method` may choose."""
-    env = replace(joint.env, budget=1.0 / target)
+    env = joint.env if target is None else replace(joint.env, budget=1.0 / target)
     if method == "prune_search":
         # FP32 under a latency budget: a look-up table walls the episode, and it cannot price removed blocks
         env = replace(env, precisions="fp32", lut_path=str(run_dir.parent / "lut.json"), drop_blocks=False)
-    elif method == "quant_search":
+    elif method in ("quant_search", *CONTROLS):
         env = replace(env, min_ratio=0.0, max_ratio=0.0)
     search = replace(joint.search, seed=seed, out_dir=str(run_dir), episodes=episodes or joint.search.episodes)
-    return replace(joint, name=f"{method}@{target:g}x", model=base.model, data=base.data, env=env, search=search,
+    return replace(joint, name=cell_name(method, target), model=base.model, data=base.data, env=env, search=search,
                    finetune=replace(base.finetune or joint.finetune, epochs=ft_epochs), pretrain=None)
 
 
@@ -83,15 +96,31 @@ def build_reachable(cfg: ExperimentConfig, label: str, work: Path) -> tuple[Expe
             cfg = replace(cfg, env=replace(widen(cfg.env), lut_path=str(work / lut)))
 
 
-def search_row(base: ExperimentConfig, joint: ExperimentConfig, method: str, target: float,
+def fixed_cell(cfg: ExperimentConfig, env: Any, run_dir: Path) -> tuple[dict[str, Any], float]:
+    """A control's "search" (CONTROLS): none. Its schedule and config saved as a search's would be, so the
+    rest of the cell (fine-tune, INT8, re-timing, paired tests) treats it like any other."""
+    layers = env.evaluator.layer_precision({g.name: "int8" for g in env.pruner.groups})
+    schedule = Schedule.from_pruner(env.pruner, {}, cfg.model.name, quantization=quantization_block(cfg, layers))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
+    schedule.save(run_dir / "best_schedule.json")
+    return {"macs_ratio": 1.0, "top1": None, "speedup": None}, 0.0
+
+
+def search_row(base: ExperimentConfig, joint: ExperimentConfig, method: str, target: float | None,
                args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    path = work / base.model.name / f"{method}@{target:g}x.json"
+    """A search cell's row (or a control's: `target` None), from its file if it has finished."""
+    name = cell_name(method, target)
+    path = work / base.model.name / f"{name}.json"
     if path.is_file():
         return json.loads(path.read_text())
-    run_dir = work / base.model.name / f"{method}@{target:g}x-seed{args.seed}"
+    run_dir = work / base.model.name / f"{name}-seed{args.seed}"
     cfg = cell_config(base, joint, method, target, run_dir, args.episodes, args.ft_epochs, args.seed)
-    cfg, env, bundle = build_reachable(cfg, f"{method}@{target:g}x", run_dir.parent)
-    best, search_s = search_cell(cfg, env, bundle, run_dir)
+    cfg, env, bundle = build_reachable(cfg, name, run_dir.parent)
+    if method in CONTROLS:
+        best, search_s = fixed_cell(cfg, env, run_dir)
+    else:
+        best, search_s = search_cell(cfg, env, bundle, run_dir)
     schedule = Schedule.load(run_dir / "best_schedule.json")
     calib = env.evaluator.data.calib_images  # what the search calibrated its INT8 candidates on
     pruned = env.evaluator.compress(schedule.prune_ratios())
@@ -110,7 +139,8 @@ def search_row(base: ExperimentConfig, joint: ExperimentConfig, method: str, tar
         "top1_before_ft": before, "top1_after_ft": report["top1"],
         "cpu": f"{cpu_model()} ({', '.join(cpu_int8_flags()) or 'no INT8 flags found'})",
         "finetune": f"{cfg.finetune.epochs} epochs FP32, distilled; then INT8 calibration (post-training)",
-        "search_s": search_s, "ft_s": ft_s, "episodes": cfg.search.episodes, "agent": cfg.search.agent,
+        "search_s": search_s, "ft_s": ft_s, "episodes": 0 if method in CONTROLS else cfg.search.episodes,
+        "agent": None if method in CONTROLS else cfg.search.agent,
         "seed": args.seed, "prune_scope": cfg.env.prune.scope, "macs_ratio": best["macs_ratio"], "val_top1_in_search": best["top1"],
         "val_speedup_in_search": best.get("speedup"), "tournament_val_top1": best.get("tournament_val_top1"),
         "int8_layers": sum(p == "int8" for p in precision.values()), "layers": len(precision) or None,

@@ -10,6 +10,8 @@ For each config (its model, adapted weights and data; `cifar10_jpeg` for the iss
   `quant_search@T` (per-group FP32/INT8 only: max_ratio 0) and `joint_search@T` (prune ratio and precision
   per group; the `--joint-config`'s soft latency target). The chosen network is fine-tuned in FP32, then its
   INT8 layers are calibrated and quantized (`pipeline.INT8_RECIPE`).
+- `--controls int8_ft`: no search; INT8 everywhere, nothing pruned, through that same fine-tune and INT8 recipe
+  (the joint config's, `--seed`), so a search's lead over `int8_ptq` can be told from the fine-tune's.
 Each row: top-1 on every test image, the ONNX Runtime speedup over FP32 (batch 1, one thread, pairs timed
 in alternation), model bytes, the CPU and its INT8 flags. Finished rows are kept in `--work/<model>/<method>.json`
 and skipped on a rerun; the JSON is rebuilt from all of them.
@@ -34,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from bench_joint import longer_ft_row, retime_search_row, search_row, write_retimed
+from bench_joint import CONTROLS, longer_ft_row, retime_search_row, search_row, write_retimed
 from plot_utils import cpu_model, run_script, write_json_atomic
 
 from autocompress.config import QuantConfig, load_config
@@ -136,7 +138,7 @@ def retime(args: argparse.Namespace, work: Path) -> None:
             method = path.stem.partition("@")[0]
             if method == "int8_ptq":
                 row = retime_ptq_row(cfg, path, args)
-            elif method in SEARCH_METHODS:
+            elif method in SEARCH_METHODS + CONTROLS:
                 row = retime_search_row(path, args.rounds)
             else:
                 continue
@@ -177,6 +179,9 @@ def parse_args() -> argparse.Namespace:
                    help="also each layer's INT8 sensitivity (only that layer quantized) on 1,000 val images")
     p.add_argument("--searches", nargs="*", default=[], metavar="METHOD@T",
                    help=f"search cells: one of {', '.join(SEARCH_METHODS)}, @ the target ONNX Runtime speedup")
+    p.add_argument("--controls", nargs="*", default=[], choices=CONTROLS,
+                   help="cells with no search, through the --searches cells' fine-tune and INT8 recipe: int8_ft "
+                        "(INT8 everywhere, nothing pruned), reported under control_rows")
     p.add_argument("--joint-config", default="experiments/resnet20-cifar10jpeg-int8-joint.yaml",
                    help="search settings of the --searches cells (agent, episodes, reward, tournament)")
     p.add_argument("--episodes", type=int, default=None, help="override the search episodes")
@@ -201,7 +206,7 @@ def main() -> None:
     work = Path(args.work)
     if args.retime:
         retime(args, work)
-        args.methods, args.searches = [], []
+        args.methods, args.searches, args.controls = [], [], []
     for path in args.configs:
         cfg = load_config(path)
         for method in args.methods:
@@ -220,6 +225,11 @@ def main() -> None:
                 continue
             row = search_row(load_config(path), load_config(args.joint_config), method, float(target), args, work)
             print(f"{row['model']:18} {cell:16} top-1 {row['top1_before_ft']:.2f} -> {row['top1_after_ft']:.2f}  "
+                  f"speedup {row['speedup_measured']:.2f}x  {row['bytes'] / 1e6:.2f} MB", file=sys.stderr)
+    for method in args.controls:
+        for path in args.configs:
+            row = search_row(load_config(path), load_config(args.joint_config), method, None, args, work)
+            print(f"{row['model']:18} {method:16} top-1 {row['top1_before_ft']:.2f} -> {row['top1_after_ft']:.2f}  "
                   f"speedup {row['speedup_measured']:.2f}x  {row['bytes'] / 1e6:.2f} MB", file=sys.stderr)
     for path in args.configs if args.sensitivity else ():
         worst = sorted(sensitivity(load_config(path), args, work)["layers"].items(),
@@ -261,12 +271,15 @@ def write_report(args: argparse.Namespace, work: Path) -> None:
     sens = merged([r for r in old.get("int8_sensitivity", []) if "val_images" in r],  # not the stray LUTs of old
                   [json.loads(q.read_text()) for q in sorted(work.glob("*/int8_sensitivity.json"))],
                   lambda r: r["model"])
+    controls = merged(old.get("control_rows", []), [r for r in found if r.get("method") in CONTROLS],
+                      lambda r: (r["model"], r["method"], r["seed"]))
     longer = merged(old.get("longer_ft_rows", []), [json.loads(q.read_text()) for q in sorted(work.glob("*/longer-ft/*.json"))],
                     lambda r: (r["model"], r["method"], r["target_speedup"], r["ft_epochs"]))
     write_json_atomic(args.json, {
         "rows": [{k: r[k] for k in ROW_KEYS} for r in rows],  # exactly issue #15's shape
         "details": rows,
         "extra_rows": extra,
+        "control_rows": controls,
         "int8_sensitivity": sens,
         "longer_ft_rows": longer,
         "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),

@@ -6,12 +6,17 @@ point, which 10,000 images cannot tell apart without a paired test. For each fin
 fine-tuned weights and INT8 layers, as the row scored it) and INT8 PTQ of the unpruned network (as the
 `int8_ptq` row made it), records per-image correctness on the test split, checks that both reproduce their rows'
 top-1, and reports McNemar's exact test and a bootstrap over images. `--baseline CELL` compares with another
-finished cell instead (e.g. the pruning-only search). Run from the repository root:
+finished cell instead (e.g. the pruning-only search, or the same seed's `int8_ft` control). Several --work folders
+(one search seed each) are pooled: McNemar per seed and a bootstrap over images of the seed-mean difference.
+Run from the repository root:
 
     python scripts/paired_quant.py --configs experiments/resnet56-cifar10jpeg-macs50.yaml \
         --work runs/quantization-episodic --cells joint_search@2x --json docs/benchmarks/quantization_paired.json
     python scripts/paired_quant.py --configs experiments/resnet20-cifar10jpeg-macs50.yaml --work runs/quantization-zen2 \
         --cells joint_search@2x --baseline prune_search@2x --json docs/benchmarks/quantization_zen2_paired.json
+    python scripts/paired_quant.py --configs experiments/resnet56-cifar10jpeg-macs50.yaml \
+        --work runs/q56-zen4-seed1 runs/q56-zen4-seed2 --report docs/benchmarks/quantization_r56_zen4_seed1.json \
+        --cells joint_search@2x --baseline int8_ft --json docs/benchmarks/quantization_r56_zen4_paired_control.json
 """
 
 from __future__ import annotations
@@ -90,24 +95,26 @@ def check(name: str, correct: np.ndarray, row: dict[str, Any]) -> None:
                  "it is not the network the row scored (weights or cell files changed since): re-run that row.")
 
 
-def baseline_correct(cfg: Any, args: argparse.Namespace) -> tuple[np.ndarray, dict[str, Any]] | None:
+def baseline_correct(cfg: Any, args: argparse.Namespace, work: Path) -> tuple[np.ndarray, dict[str, Any]] | None:
     """(per-image correctness, row) of what the cells are compared with: INT8 PTQ of the unpruned network
-    (`--baseline int8_ptq`, its row from --report) or another finished cell of --work."""
+    (`--baseline int8_ptq`, its row from --report) or another finished cell of `work` (e.g. the int8_ft control
+    of the same seed)."""
     if args.baseline == "int8_ptq":
         ptq_row = next((r for r in json.loads(Path(args.report).read_text())["details"]
                         if r["model"] == cfg.model.name and r["method"] == "int8_ptq"), None)
         if ptq_row is None:
             sys.exit(f"paired_quant: {args.report} has no int8_ptq row for {cfg.model.name}; run bench_quantization "
                      "--methods int8_ptq first.")
-        ptq = int8_ptq_correct(cfg, args.calib, Path(args.work))
+        ptq = int8_ptq_correct(cfg, args.calib, work)
         check("int8_ptq", ptq, ptq_row)
         return ptq, ptq_row
-    return finished_cell(cfg, args, args.baseline)
+    return finished_cell(cfg, args, work, args.baseline)
 
 
-def finished_cell(cfg: Any, args: argparse.Namespace, cell: str) -> tuple[np.ndarray, dict[str, Any]] | None:
+def finished_cell(cfg: Any, args: argparse.Namespace, work: Path,
+                  cell: str) -> tuple[np.ndarray, dict[str, Any]] | None:
     """(per-image correctness, row) of a finished search cell; None (with a message) if it has not finished."""
-    row_path, ft_dir = cell_files(Path(args.work), cfg.model.name, cell, args.longer_ft)
+    row_path, ft_dir = cell_files(work, cfg.model.name, cell, args.longer_ft)
     if not row_path.is_file():
         print(f"{cfg.model.name} {cell}: not finished ({row_path} missing), skipped", file=sys.stderr)
         return None
@@ -123,7 +130,8 @@ def finished_cell(cfg: Any, args: argparse.Namespace, cell: str) -> tuple[np.nda
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--configs", nargs="+", required=True, help="experiment YAMLs (model, weights, data)")
-    p.add_argument("--work", default="runs/quantization-episodic", help="where the search cells' rows are")
+    p.add_argument("--work", nargs="+", default=["runs/quantization-episodic"],
+                   help="where the search cells' rows are; several folders (one search seed each) are pooled")
     p.add_argument("--report", default="docs/benchmarks/quantization.json", help="bench_quantization's report, "
                    "for the int8_ptq rows")
     p.add_argument("--cells", nargs="+", default=["joint_search@2x"])
@@ -139,29 +147,47 @@ def main() -> None:
     tests = []
     for path in args.configs:
         cfg = load_config(path)
-        base = baseline_correct(cfg, args)
-        if base is None:
-            sys.exit(f"paired_quant: --baseline {args.baseline} has not finished for {cfg.model.name}.")
         for cell in args.cells:
-            found = finished_cell(cfg, args, cell)
-            if found is not None:
-                tests.append(paired_test(cfg.model.name, cell, found, args.baseline, base))
+            pairs = [pair for work in map(Path, args.work) if (pair := seed_pair(cfg, args, work, cell))]
+            if pairs:
+                tests.append(paired_test(cfg.model.name, cell, pairs, args.baseline))
     write_json_atomic(Path(args.json), {"tests": tests, "command": " ".join(["python", *sys.argv])})
 
 
-def paired_test(model: str, cell: str, found: tuple[np.ndarray, dict[str, Any]], baseline: str,
-                base: tuple[np.ndarray, dict[str, Any]]) -> dict[str, Any]:
-    """McNemar and an image bootstrap between a cell's network and the baseline's, printed and returned."""
-    (searched, row), (ref, ref_row) = found, base
-    t = {"model": model, "a": cell, "ft_epochs": row.get("ft_epochs"), "a_top1": row["top1_after_ft"],
-         "a_speedup": row["speedup_measured"], "b": baseline, "b_top1": ref_row["top1_after_ft"],
-         "b_speedup": ref_row["speedup_measured"], "test_images": int(len(ref)),
-         "a_top1_rebuilt": 100.0 * float(searched.mean()), "b_top1_rebuilt": 100.0 * float(ref.mean()),
-         **paired_stats({0: searched}, {0: ref})}
+Found = tuple[np.ndarray, dict[str, Any]]
+
+
+def seed_pair(cfg: Any, args: argparse.Namespace, work: Path, cell: str) -> tuple[Found, Found] | None:
+    """(the cell's, the baseline's) correctness and rows in one --work folder; None if the cell has not finished."""
+    found = finished_cell(cfg, args, work, cell)
+    if found is None:
+        return None
+    base = baseline_correct(cfg, args, work)
+    if base is None:
+        sys.exit(f"paired_quant: --baseline {args.baseline} has not finished for {cfg.model.name} in {work}.")
+    return found, base
+
+
+def paired_test(model: str, cell: str, pairs: list[tuple[Found, Found]], baseline: str) -> dict[str, Any]:
+    """McNemar per search seed and an image bootstrap of the seed-mean difference (one pair: the plain paired
+    test) between a cell's networks and the baseline's, printed and returned."""
+    a = {int(row.get("seed", 0)): (correct, row) for (correct, row), _ in pairs}
+    b = {int(found[1].get("seed", 0)): base for found, base in pairs}
+    if len(a) < len(pairs):
+        sys.exit(f"paired_quant: the --work folders hold {cell} of one seed twice; give one folder per seed.")
+    per_seed = [{"seed": s, "a_top1": a[s][1]["top1_after_ft"], "a_speedup": a[s][1]["speedup_measured"],
+                 "b_top1": b[s][1]["top1_after_ft"], "b_speedup": b[s][1]["speedup_measured"],
+                 "a_top1_rebuilt": 100.0 * float(a[s][0].mean()), "b_top1_rebuilt": 100.0 * float(b[s][0].mean())}
+                for s in a]
+    t = {"model": model, "a": cell, "ft_epochs": next(iter(a.values()))[1].get("ft_epochs"), "seeds": list(a),
+         **{k: float(np.mean([r[k] for r in per_seed])) for k in per_seed[0] if k != "seed"},
+         "b": baseline, "test_images": int(len(next(iter(b.values()))[0])), "per_seed": per_seed,
+         **paired_stats({s: v[0] for s, v in a.items()}, {s: v[0] for s, v in b.items()})}
+    mcnemar = ", ".join(f"seed {s} {v['p']:.3g}" for s, v in t["mcnemar_per_seed"].items())
     print(f"{model} {cell} {t['a_top1']:.2f}% @ {t['a_speedup']:.2f}x vs {baseline} {t['b_top1']:.2f}% "
-          f"@ {t['b_speedup']:.2f}x: {t['mean_diff_points']:+.2f} points (95% CI "
-          f"{t['bootstrap_ci95_points'][0]:+.2f}..{t['bootstrap_ci95_points'][1]:+.2f}), McNemar p "
-          f"{t['mcnemar_per_seed']['0']['p']:.3g}")
+          f"@ {t['b_speedup']:.2f}x (seeds {t['seeds']}): {t['mean_diff_points']:+.2f} points (95% CI "
+          f"{t['bootstrap_ci95_points'][0]:+.2f}..{t['bootstrap_ci95_points'][1]:+.2f}, bootstrap p "
+          f"{t['bootstrap_p']:.3g}); McNemar {mcnemar}")
     return t
 
 
