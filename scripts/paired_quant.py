@@ -105,7 +105,8 @@ def baseline_correct(cfg: Any, args: argparse.Namespace, work: Path) -> tuple[np
         if ptq_row is None:
             sys.exit(f"paired_quant: {args.report} has no int8_ptq row for {cfg.model.name}; run bench_quantization "
                      "--methods int8_ptq first.")
-        ptq = int8_ptq_correct(cfg, args.calib, work)
+        # one network whatever the folder: made and cached once, in the first --work folder
+        ptq = int8_ptq_correct(cfg, args.calib, Path(args.work[0]))
         check("int8_ptq", ptq, ptq_row)
         return ptq, ptq_row
     return finished_cell(cfg, args, work, args.baseline)
